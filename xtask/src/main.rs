@@ -4,14 +4,17 @@
 
 mod flags;
 
+
 mod bench;
 mod build;
+mod build_inputs;
 mod bundle;
 mod command;
 mod deploy;
 mod doctor;
 mod dockerfile;
 mod export;
+mod http_client;
 mod image_ref;
 mod manifest;
 mod mirror_rewrite;

@@ -1,0 +1,178 @@
+//! What an image build depends on: the files of its context that its `.dockerignore` lets
+//! through, the Dockerfile and the build arguments, folded into one fingerprint. The build
+//! stores it as the image label `v7.inputs`; when the label of the existing image matches, the
+//! build is skipped. The ignore-file matching follows Docker's rules (patterns anchored at the
+//! context root, `*`, `?`, `**`, `!` exceptions, the last matching pattern wins).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use regex_lite::Regex;
+
+/// A compiled `.dockerignore`.
+pub struct IgnoreRules {
+    rules: Vec<(Regex, bool)>,
+}
+
+impl IgnoreRules {
+    pub fn parse(text: &str) -> IgnoreRules {
+        let mut rules = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (include, pattern) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let pattern = pattern.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+            if pattern.is_empty() {
+                continue;
+            }
+            rules.push((Regex::new(&glob_to_regex(pattern)).expect("escaped glob is a valid regex"), include));
+        }
+        IgnoreRules { rules }
+    }
+
+    /// Whether `path` (relative, `/`-separated) is left out of the context. A path is also
+    /// left out when one of its parent directories is.
+    pub fn is_ignored(&self, path: &str) -> bool {
+        let mut ignored = false;
+        for (re, include) in &self.rules {
+            if matches_self_or_parent(re, path) {
+                ignored = !include;
+            }
+        }
+        ignored
+    }
+
+    fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(_, include)| *include)
+    }
+}
+
+fn matches_self_or_parent(re: &Regex, path: &str) -> bool {
+    if re.is_match(path) {
+        return true;
+    }
+    path.match_indices('/').any(|(i, _)| re.is_match(&path[..i]))
+}
+
+fn glob_to_regex(glob: &str) -> String {
+    let mut re = String::from("^");
+    let chars: Vec<char> = glob.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                // `**/` matches zero or more directories; a trailing `**` matches everything.
+                if chars.get(i + 2) == Some(&'/') {
+                    re.push_str("(?:.*/)?");
+                    i += 3;
+                } else {
+                    re.push_str(".*");
+                    i += 2;
+                }
+                continue;
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            c if "\\.+()|[]{}^$".contains(c) => {
+                re.push('\\');
+                re.push(c);
+            }
+            c => re.push(c),
+        }
+        i += 1;
+    }
+    re.push('$');
+    re
+}
+
+/// The fingerprint of a build: every included file's path, mode and content, plus `extra`
+/// (Dockerfile text, build arguments). Files are visited in sorted order so it is stable.
+pub fn fingerprint(context: &Path, rules: &IgnoreRules, extra: &[&str]) -> Result<String> {
+    let mut files = Vec::new();
+    walk(context, context, rules, &mut files)?;
+    files.sort();
+    let mut h = DefaultHasher::new();
+    for e in extra {
+        e.hash(&mut h);
+    }
+    for rel in &files {
+        let path = context.join(rel);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        rel.hash(&mut h);
+        is_executable(&path).hash(&mut h);
+        bytes.hash(&mut h);
+    }
+    Ok(format!("{:016x}-{}", h.finish(), files.len()))
+}
+
+fn walk(root: &Path, dir: &Path, rules: &IgnoreRules, out: &mut Vec<String>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            // Without exceptions an ignored directory cannot contain an included file.
+            if rules.is_ignored(&rel) && !rules.has_exceptions() {
+                continue;
+            }
+            walk(root, &path, rules, out)?;
+        } else if !rules.is_ignored(&rel) {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_ignore_rules() {
+        let rules = IgnoreRules::parse(
+            "# comment\ntarget\n**/node_modules\n*.md\n!README.md\nweb/\n/.git\ndocs/**/*.png\n",
+        );
+        let ignored = |p: &str| rules.is_ignored(p);
+        assert!(ignored("target/debug/x"), "a directory pattern covers its contents");
+        assert!(!ignored("backend/target/x"), "patterns are anchored at the context root");
+        assert!(ignored("web/node_modules/a") && ignored("node_modules/a"), "**/ matches any depth, zero included");
+        assert!(ignored("CHANGES.md") && !ignored("README.md"), "the last matching pattern wins");
+        assert!(!ignored("backend/notes.md"), "* does not cross /");
+        assert!(ignored("web/src/main.ts") && ignored(".git/HEAD"));
+        assert!(ignored("docs/a/b/c.png") && ignored("docs/c.png") && !ignored("docs/c.txt"));
+        assert!(!ignored("backend/src/main.rs"));
+    }
+
+    #[test]
+    fn fingerprint_changes_with_content_and_ignores_ignored_files() {
+        let dir = std::env::temp_dir().join(format!("v7-xtask-fp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::create_dir_all(dir.join("target")).unwrap();
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}").unwrap();
+        std::fs::write(dir.join("target/out"), "1").unwrap();
+        let rules = IgnoreRules::parse("target\n");
+        let a = fingerprint(&dir, &rules, &["FROM x"]).unwrap();
+        std::fs::write(dir.join("target/out"), "2").unwrap();
+        assert_eq!(a, fingerprint(&dir, &rules, &["FROM x"]).unwrap(), "ignored files do not count");
+        assert_ne!(a, fingerprint(&dir, &rules, &["FROM y"]).unwrap(), "the Dockerfile counts");
+        std::fs::write(dir.join("src/main.rs"), "fn main() { }").unwrap();
+        assert_ne!(a, fingerprint(&dir, &rules, &["FROM x"]).unwrap(), "sources count");
+        assert!(a.ends_with("-1"), "{a}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""A fault-injecting HTTP proxy in front of an OCI registry, for the `cargo xtask pull` tests
+and benchmark. Standard library only.
+
+    python3 faultproxy.py --upstream 127.0.0.1:5000 [--port 0] [--delay-ms 200]
+                          [--fail-rate 0.3] [--seed 1]
+
+Prints `PORT <n>` on stdout once listening. Control endpoints (never forwarded):
+
+    POST /__faults   JSON {"rules": [...], "delay_ms": 0, "fail_rate": 0.0, "seed": 1}
+                     replaces the fault configuration. A rule:
+                     {"path": "regex", "method": "GET", "times": 2,   # times: -1 = forever
+                      "action": "status", "status": 503, "retry_after": "2"}
+                     actions: status (answer with `status`, optional Retry-After header),
+                              reset (close the connection with RST before answering),
+                              cut (send headers and half the body, then RST),
+                              delay (sleep `ms` then forward).
+                     The first matching rule with times left applies.
+    GET  /__log      JSON list of {"t", "method", "path", "status", "fault"} for every request.
+    POST /__clear    empties the log.
+
+fail_rate: that share of requests (seeded random) fails with a 503, a reset or a cut blob.
+delay_ms: added to every forwarded request.
+"""
+
+import argparse
+import http.client
+import json
+import random
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+STATE = {"rules": [], "delay_ms": 0, "fail_rate": 0.0, "rng": random.Random(1), "log": []}
+UPSTREAM = ("127.0.0.1", 5000)
+T0 = time.time()
+
+
+def rst_close(sock):
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def record(self, status, fault):
+        with LOCK:
+            STATE["log"].append(
+                {"t": round(time.time() - T0, 4), "method": self.command, "path": self.path,
+                 "status": status, "fault": fault})
+
+    def reply_json(self, obj, status=200):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def control(self):
+        if self.path == "/__log":
+            with LOCK:
+                return self.reply_json(list(STATE["log"]))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path == "/__clear":
+            with LOCK:
+                STATE["log"].clear()
+            return self.reply_json({"ok": True})
+        if self.path == "/__faults":
+            cfg = json.loads(body or b"{}")
+            with LOCK:
+                STATE["rules"] = [dict(r) for r in cfg.get("rules", [])]
+                STATE["delay_ms"] = cfg.get("delay_ms", 0)
+                STATE["fail_rate"] = cfg.get("fail_rate", 0.0)
+                STATE["rng"] = random.Random(cfg.get("seed", 1))
+            return self.reply_json({"ok": True})
+        return self.reply_json({"error": "unknown control path"}, 404)
+
+    def pick_fault(self):
+        with LOCK:
+            for rule in STATE["rules"]:
+                if rule.get("times", -1) == 0:
+                    continue
+                if "method" in rule and rule["method"] != self.command:
+                    continue
+                if "path" in rule and not re.search(rule["path"], self.path):
+                    continue
+                if rule.get("times", -1) > 0:
+                    rule["times"] -= 1
+                return dict(rule)
+            rate = STATE["fail_rate"]
+            if rate and self.path != "/v2/" and STATE["rng"].random() < rate:
+                kind = STATE["rng"].choice(["status", "reset", "cut"])
+                return {"action": kind, "status": 503, "random": True}
+            return None
+
+    def handle_any(self):
+        if self.path.startswith("/__"):
+            return self.control()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        fault = self.pick_fault()
+        delay = STATE["delay_ms"]
+        if delay:
+            time.sleep(delay / 1000.0)
+        action = fault["action"] if fault else None
+        if action == "delay":
+            time.sleep(fault.get("ms", 1000) / 1000.0)
+            action = None
+        if action == "status":
+            status = int(fault.get("status", 503))
+            code, text = {401: ("UNAUTHORIZED", "authentication required"),
+                          403: ("DENIED", "requested access to the resource is denied"),
+                          404: ("MANIFEST_UNKNOWN", "manifest unknown"),
+                          429: ("TOOMANYREQUESTS", "too many requests")}.get(status, ("UNAVAILABLE", "service unavailable"))
+            msg = json.dumps({"errors": [{"code": code, "message": text}]}).encode()
+            self.send_response(status)
+            if fault.get("retry_after") is not None:
+                self.send_header("Retry-After", str(fault["retry_after"]))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            self.record(status, "status")
+            return
+        if action == "reset":
+            self.record(0, "reset")
+            self.close_connection = True
+            rst_close(self.connection)
+            return
+        try:
+            conn = http.client.HTTPConnection(*UPSTREAM, timeout=60)
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            # Repeated headers (podman sends one Accept per manifest type) are kept as they are.
+            for k, v in self.headers.items():
+                if k.lower() not in ("connection", "keep-alive", "content-length"):
+                    conn.putheader(k, v)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read()
+        except OSError as e:
+            self.record(502, "upstream: %s" % e)
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        # A blob can only be cut when it has a body worth cutting.
+        if action == "cut" and (self.command != "GET" or len(data) < 2):
+            action = None
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() in ("connection", "keep-alive", "transfer-encoding", "content-length"):
+                continue
+            self.send_header(k, v)
+        if self.command == "HEAD":
+            self.send_header("Content-Length", resp.getheader("Content-Length") or "0")
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command == "HEAD":
+            self.record(resp.status, None)
+            return
+        if action == "cut":
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.record(resp.status, "cut")
+            self.close_connection = True
+            rst_close(self.connection)
+            return
+        self.wfile.write(data)
+        self.record(resp.status, None)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+
+def main():
+    global UPSTREAM
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--fail-rate", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    host, port = a.upstream.rsplit(":", 1)
+    UPSTREAM = (host, int(port))
+    STATE["delay_ms"] = a.delay_ms
+    STATE["fail_rate"] = a.fail_rate
+    STATE["rng"] = random.Random(a.seed)
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 128
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    print("PORT %d" % srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
