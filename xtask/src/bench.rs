@@ -1,12 +1,106 @@
-//! placeholder: filled in by its issue.
+//! `cargo xtask bench NAME`: benchmarks whose figures go into docs/benchmarks.md. Timings live
+//! here, never in tests. Each benchmark measures its baseline in the same run and reports
+//! medians and ratios, so figures from a busy or slow machine still compare fairly.
+//!
+//! - `cold-build`: cold `cargo build -p xtask` (debug, fresh target dir, dependencies already
+//!   downloaded) against a baseline crate with rust-analyzer's xtask dependencies
+//!   (xtask/bench/ra-xtask-deps), alternating the two; and warm `cargo xtask --help`.
+//! - `pull` and `registry-free` are scripts under xtask/bench/ (they need registries and
+//!   images): see docs/benchmarks.md.
 
-use anyhow::{bail, Result};
-use xshell::Shell;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
 
 use crate::flags;
 
 impl flags::Bench {
-    pub fn run(self, _sh: &Shell) -> Result<()> {
-        bail!("`cargo xtask bench` is not implemented yet")
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let runs = self.runs.unwrap_or(3).max(1);
+        match self.name.as_str() {
+            "cold-build" => cold_build(sh, runs),
+            other => bail!(
+                "unknown benchmark {other:?}: `cold-build` runs here; the pull and registry-free benchmarks are \
+                 xtask/bench/pull.sh and xtask/bench/registry-free.sh (see docs/benchmarks.md)"
+            ),
+        }
+    }
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn cold_build(sh: &Shell, runs: usize) -> Result<()> {
+    let baseline_dir = crate::project_root().join("xtask/bench/ra-xtask-deps");
+    eprintln!("downloading dependencies first (not timed)");
+    cmd!(sh, "cargo fetch --locked").quiet().run()?;
+    {
+        let _d = sh.push_dir(&baseline_dir);
+        cmd!(sh, "cargo fetch").quiet().run()?;
+    }
+    let scratch = std::env::temp_dir().join(format!("v7-bench-cold-{}", std::process::id()));
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        for (which, out) in [("xtask", &mut ours), ("baseline", &mut base)] {
+            let target = scratch.join(format!("{which}-{i}"));
+            let _t = sh.push_env("CARGO_TARGET_DIR", &target);
+            let secs = if which == "xtask" {
+                timed(|| Ok(cmd!(sh, "cargo build -q -p xtask --locked").quiet().run()?))?
+            } else {
+                let _d = sh.push_dir(&baseline_dir);
+                timed(|| Ok(cmd!(sh, "cargo build -q").quiet().run()?))?
+            };
+            eprintln!("run {}: cold build of {which}: {secs:.2} s", i + 1);
+            out.push(secs);
+            std::fs::remove_dir_all(&target).with_context(|| format!("cannot remove {}", target.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    // Warm: the binary is built; this is what a user waits for on every invocation.
+    cmd!(sh, "cargo build -q -p xtask --locked").quiet().run()?;
+    let mut help = Vec::new();
+    for _ in 0..10 {
+        help.push(timed(|| Ok(cmd!(sh, "cargo xtask --help").quiet().ignore_stdout().run()?))?);
+    }
+    let (m_ours, m_base, m_help) = (median(&mut ours), median(&mut base), median(&mut help));
+    println!("| measure | median | runs |");
+    println!("|---|---|---|");
+    println!("| cold `cargo build -p xtask` | {m_ours:.2} s | {runs} |");
+    println!("| cold build of rust-analyzer's xtask dependencies (baseline) | {m_base:.2} s | {runs} |");
+    println!("| ratio xtask / baseline | {:.2} | |", m_ours / m_base);
+    println!("| warm `cargo xtask --help` | {m_help:.3} s | 10 |");
+    let mut failed = Vec::new();
+    if m_ours > m_base {
+        failed.push(format!("cold build {m_ours:.2} s is slower than the baseline {m_base:.2} s"));
+    }
+    if m_help > 0.3 {
+        failed.push(format!("warm help {m_help:.3} s is over the 0.3 s budget"));
+    }
+    if !failed.is_empty() {
+        bail!("over budget: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

@@ -33,7 +33,11 @@ xflags::xflags! {
             /// Attempts per image and source, first one included (default 3).
             optional --attempts n: u32
             /// A registry mirror tried before the origin; repeat for more, tried in order.
+            /// `URL` mirrors docker.io; `REGISTRY=URL` mirrors another registry. Replaces
+            /// pull.registry_mirrors of docker/stack.toml when given.
             repeated --registry-mirror url: String
+            /// Pull these images instead of the ones the stack needs; repeat for more.
+            repeated --image reference: String
             /// Print the result as JSON on stdout (the live display goes to stderr).
             optional --json
             /// Print the podman commands instead of running them.

@@ -23,7 +23,10 @@ mod prereq;
 mod proxy;
 mod pull;
 mod registry_free;
+mod registry_mirrors;
 mod test_suite;
+#[cfg(test)]
+mod tidy;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,225 @@
+//! Configuration from environment variables (see `docs/contracts.md`); every variable has a default.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Log output format (`V7_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The engine's settings. `Debug` never shows the ClickHouse password.
+#[derive(Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub nats_url: String,
+    pub nats_subject: String,
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
+    pub clickhouse_user: String,
+    pub clickhouse_password: String,
+    pub python: String,
+    pub log_format: LogFormat,
+    /// Prepended to `PYTHONPATH` of the statistics process (tests and local runs point it at
+    /// `analytics-engine/python`; the image installs the package so it stays `None`).
+    pub python_path: Option<PathBuf>,
+    /// Flush pending inserts at least this often.
+    pub flush_interval: Duration,
+    /// Flush as soon as this many events are pending.
+    pub batch_size: usize,
+    /// Events kept in memory while ClickHouse is unreachable; the oldest are dropped beyond.
+    pub max_pending: usize,
+}
+
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50051";
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9100";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Builds the configuration from a map of variables (missing or empty means default).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self> {
+        let get = |key: &str, default: &str| -> String {
+            match vars.get(key) {
+                Some(v) if !v.trim().is_empty() => v.trim().to_string(),
+                _ => default.to_string(),
+            }
+        };
+        let grpc_addr =
+            parse_addr(&get("V7_GRPC_ADDR", DEFAULT_GRPC_ADDR)).context("V7_GRPC_ADDR")?;
+        let http_addr =
+            parse_addr(&get("V7_HTTP_ADDR", DEFAULT_HTTP_ADDR)).context("V7_HTTP_ADDR")?;
+        let clickhouse_url = get("V7_CLICKHOUSE_URL", "http://127.0.0.1:8123")
+            .trim_end_matches('/')
+            .to_string();
+        if !clickhouse_url.starts_with("http://") {
+            bail!("V7_CLICKHOUSE_URL must be an http:// URL (TLS is not built in), got {clickhouse_url:?}");
+        }
+        let clickhouse_database = get("V7_CLICKHOUSE_DATABASE", "v7");
+        if clickhouse_database.len() > 64
+            || !clickhouse_database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            bail!("V7_CLICKHOUSE_DATABASE must be 1-64 chars of [A-Za-z0-9_], got {clickhouse_database:?}");
+        }
+        let log_format = match get("V7_LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => bail!("V7_LOG_FORMAT must be `json` or `text`, got {other:?}"),
+        };
+        let nats_subject = get("V7_NATS_SUBJECT", "v7.events");
+        if nats_subject.contains(char::is_whitespace) {
+            bail!("V7_NATS_SUBJECT must not contain whitespace, got {nats_subject:?}");
+        }
+        Ok(Config {
+            grpc_addr,
+            http_addr,
+            nats_url: get("V7_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_subject,
+            clickhouse_url,
+            clickhouse_database,
+            clickhouse_user: get("V7_CLICKHOUSE_USER", "default"),
+            // The password may legitimately contain spaces: take it verbatim.
+            clickhouse_password: vars
+                .get("V7_CLICKHOUSE_PASSWORD")
+                .cloned()
+                .unwrap_or_default(),
+            python: get("V7_PYTHON", "python3"),
+            log_format,
+            python_path: None,
+            flush_interval: Duration::from_millis(200),
+            batch_size: 500,
+            max_pending: 100_000,
+        })
+    }
+}
+
+/// Parses `host:port`; `:port` means `0.0.0.0:port`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr> {
+    let s = s.trim();
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse::<SocketAddr>()
+        .with_context(|| format!("{s:?} is not an address like 0.0.0.0:9100"))
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("nats_url", &self.nats_url)
+            .field("nats_subject", &self.nats_subject)
+            .field("clickhouse_url", &self.clickhouse_url)
+            .field("clickhouse_database", &self.clickhouse_database)
+            .field("clickhouse_user", &self.clickhouse_user)
+            .field(
+                "clickhouse_password",
+                &if self.clickhouse_password.is_empty() {
+                    "<empty>"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("python", &self.python)
+            .field("log_format", &self.log_format)
+            .field("python_path", &self.python_path)
+            .field("flush_interval", &self.flush_interval)
+            .field("batch_size", &self.batch_size)
+            .field("max_pending", &self.max_pending)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(c.grpc_addr, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(c.http_addr, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.nats_subject, "v7.events");
+        assert_eq!(c.clickhouse_url, "http://127.0.0.1:8123");
+        assert_eq!(c.clickhouse_database, "v7");
+        assert_eq!(c.clickhouse_user, "default");
+        assert_eq!(c.clickhouse_password, "");
+        assert_eq!(c.python, "python3");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.python_path, None);
+    }
+
+    #[test]
+    fn overrides_are_read() {
+        let c = Config::from_map(&map(&[
+            ("V7_GRPC_ADDR", "127.0.0.1:6000"),
+            ("V7_HTTP_ADDR", ":7000"),
+            ("V7_NATS_URL", "nats://nats:4222"),
+            ("V7_NATS_SUBJECT", "x.y"),
+            ("V7_CLICKHOUSE_URL", "http://ch:8123/"),
+            ("V7_CLICKHOUSE_DATABASE", "other_db"),
+            ("V7_CLICKHOUSE_USER", "u"),
+            ("V7_CLICKHOUSE_PASSWORD", " p w "),
+            ("V7_PYTHON", "/usr/bin/python3.11"),
+            ("V7_LOG_FORMAT", "TEXT"),
+        ]))
+        .unwrap();
+        assert_eq!(c.grpc_addr, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(c.http_addr, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.nats_url, "nats://nats:4222");
+        assert_eq!(c.nats_subject, "x.y");
+        assert_eq!(c.clickhouse_url, "http://ch:8123");
+        assert_eq!(c.clickhouse_database, "other_db");
+        assert_eq!(c.clickhouse_user, "u");
+        assert_eq!(c.clickhouse_password, " p w ");
+        assert_eq!(c.python, "/usr/bin/python3.11");
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn empty_values_mean_default() {
+        let c = Config::from_map(&map(&[("V7_GRPC_ADDR", ""), ("V7_LOG_FORMAT", " ")])).unwrap();
+        assert_eq!(c.grpc_addr.port(), 50051);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        assert!(Config::from_map(&map(&[("V7_HTTP_ADDR", "nope")])).is_err());
+        assert!(Config::from_map(&map(&[("V7_LOG_FORMAT", "xml")])).is_err());
+        assert!(Config::from_map(&map(&[("V7_CLICKHOUSE_DATABASE", "a;drop")])).is_err());
+        assert!(Config::from_map(&map(&[("V7_CLICKHOUSE_URL", "https://ch:8443")])).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = Config::from_map(&map(&[("V7_CLICKHOUSE_PASSWORD", "hunter2")])).unwrap();
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("<redacted>"));
+    }
+}
