@@ -66,18 +66,22 @@ pub fn ensure(sh: &Shell, what_for: &str, needs: &[Need]) -> Result<()> {
         return Ok(());
     }
     let list = missing.join(" ");
-    let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || is_root_uid();
-    if !root || !on_path("apt-get") {
+    let root = is_root_uid();
+    // GitHub's runners are not root but have passwordless sudo.
+    let sudo = !root && on_path("sudo") && cmd!(sh, "sudo -n true").quiet().ignore_stderr().run().is_ok();
+    if !(root || sudo) || !on_path("apt-get") {
         bail!(
             "{what_for} needs packages that are not installed: {list}\n  hint: sudo apt-get update && sudo apt-get install -y {list}"
         );
     }
+    let (apt, pre): (&str, &[&str]) =
+        if root { ("apt-get", &[]) } else { ("sudo", &["-n", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]) };
     eprintln!("prerequisites for {what_for}: installing with apt-get: {list}");
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
     if !APT_UPDATED.swap(true, Ordering::SeqCst) {
-        cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().context("apt-get update failed")?;
+        cmd!(sh, "{apt} {pre...} update -q").quiet().ignore_stdout().run().context("apt-get update failed")?;
     }
-    cmd!(sh, "apt-get install -y -q {missing...}")
+    cmd!(sh, "{apt} {pre...} install -y -q {missing...}")
         .quiet()
         .ignore_stdout()
         .run()
