@@ -44,7 +44,8 @@ impl ImageBuild {
         for (k, v) in proxies.env() {
             cmd = cmd.env(k, v);
         }
-        cmd = cmd.args(["build", "--layers", "-t", &self.image, "-f"]).arg(self.dockerfile.display().to_string());
+        // `--format docker`: the OCI image format has no HEALTHCHECK, and podman drops it silently.
+        cmd = cmd.args(["build", "--format", "docker", "--layers", "-t", &self.image, "-f"]).arg(self.dockerfile.display().to_string());
         if let Some(ignore) = &self.ignorefile {
             cmd = cmd.arg("--ignorefile").arg(ignore.display().to_string());
         }
@@ -262,7 +263,7 @@ mod tests {
         assert_eq!(
             cmd.args,
             [
-                "build", "--layers", "-t", "ghcr.io/x/backend:latest", "-f", "/repo/backend/Dockerfile",
+                "build", "--format", "docker", "--layers", "-t", "ghcr.io/x/backend:latest", "-f", "/repo/backend/Dockerfile",
                 "--ignorefile", "/repo/backend/.dockerignore", "--build-arg", "A=1", "--label", "v7.inputs=abc-3",
                 "--pull=never", "/repo"
             ]

@@ -1,0 +1,57 @@
+#!/bin/sh
+# customize.sh ROOTFS FACTS_FILE
+# Shared finishing step for the V7 base rootfs (called by mkbase.sh for both
+# debootstrap and mmdebstrap; mmdebstrap calls it as a --customize-hook).
+# Writes the container apt/dpkg config, removes docs/caches/host leftovers and
+# records facts (archive date, debian version, package count) as shell
+# assignments into FACTS_FILE for the image labels.
+set -eu
+R=$1
+FACTS=$2
+
+archive_date=$(sed -n 's/^Date: //p' "$R"/var/lib/apt/lists/*_Release "$R"/var/lib/apt/lists/*_InRelease 2>/dev/null | head -n1)
+{
+    echo "archive_date='$archive_date'"
+    echo "debian_version='$(cat "$R/etc/debian_version")'"
+    echo "pkg_count='$(chroot "$R" dpkg-query -W | wc -l)'"
+} > "$FACTS"
+
+# Same slimming as the official debian:*-slim images. These files stay in the
+# image, so every apt-get install in images built FROM it is slim too.
+rm -f "$R/etc/dpkg/dpkg.cfg.d/99mmdebstrap" "$R/etc/apt/apt.conf.d/99mmdebstrap"
+cat > "$R/etc/dpkg/dpkg.cfg.d/v7-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF
+cat > "$R/etc/apt/apt.conf.d/v7-container" <<'EOF'
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+Acquire::GzipIndexes "true";
+Acquire::CompressionTypes::Order:: "gz";
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+
+# what the slim rules would have dropped (debootstrap ignores dpkg.cfg.d
+# written after the fact), plus caches and host leftovers
+find "$R/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+find "$R/usr/share/doc" -mindepth 1 -type d -empty -delete
+rm -rf "$R"/usr/share/man/* "$R"/usr/share/info/* "$R"/usr/share/lintian/* "$R"/usr/share/groff/*
+find "$R/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/archives/*.deb \
+       "$R"/var/cache/apt/*.bin "$R"/var/log/apt/* "$R"/var/log/*.log \
+       "$R"/tmp/* "$R"/var/tmp/*
+mkdir -p "$R/var/lib/apt/lists/partial"
+# podman bind-mounts these at run time; do not ship the build host's values
+rm -f "$R/etc/resolv.conf" "$R/etc/hostname"
+: > "$R/etc/machine-id"
