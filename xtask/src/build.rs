@@ -36,6 +36,9 @@ pub struct ImageBuild {
     pub labels: Vec<(String, String)>,
     /// Never contact a registry for base images (registry-free mode: they are local).
     pub pull_never: bool,
+    /// Host directories mounted into the build's RUN steps (`podman build -v`): dependencies
+    /// fetched on the host, shared caches. Not part of the context or of any layer.
+    pub volumes: Vec<String>,
 }
 
 impl ImageBuild {
@@ -54,6 +57,9 @@ impl ImageBuild {
         }
         for (k, v) in &self.labels {
             cmd = cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        for v in &self.volumes {
+            cmd = cmd.arg("-v").arg(v);
         }
         if self.pull_never {
             cmd = cmd.arg("--pull=never");
@@ -81,7 +87,10 @@ impl flags::Build {
         let root = crate::project_root();
         let stack = Stack::load(&root)?;
         if self.offline {
-            return crate::registry_free::build_all(sh, &stack, &self.service, self.force, self.dry_run);
+            return crate::registry_free::build_all(sh, &stack, &self.service, self.force, self.rebuild_base, self.dry_run);
+        }
+        if self.rebuild_base {
+            bail!("--rebuild-base only applies with --offline (the registry-free base image)");
         }
         let preset = if self.mirror { Some(choose_preset(&stack, self.preset.as_deref())?) } else { None };
         if self.preset.is_some() && !self.mirror {
@@ -172,6 +181,7 @@ pub fn plan(root: &Path, stack: &Stack, services: &[String], preset: Option<(&st
             build_args: b.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             labels: Vec::new(),
             pull_never: false,
+            volumes: Vec::new(),
         });
     }
     Ok(out)
@@ -256,6 +266,7 @@ mod tests {
             build_args: vec![("A".into(), "1".into())],
             labels: vec![(INPUTS_LABEL.into(), "abc-3".into())],
             pull_never: true,
+            volumes: vec!["/h/vendor:/deps/cargo-vendor:ro".into()],
         };
         let podman = Podman::fixed(&[("CONTAINERS_CONF", "/c.conf")]);
         let proxies = Proxies { http: Some("http://u:pw@proxy:3128".into()), ..Default::default() };
@@ -265,7 +276,7 @@ mod tests {
             [
                 "build", "--format", "docker", "--layers", "-t", "ghcr.io/x/backend:latest", "-f", "/repo/backend/Dockerfile",
                 "--ignorefile", "/repo/backend/.dockerignore", "--build-arg", "A=1", "--label", "v7.inputs=abc-3",
-                "--pull=never", "/repo"
+                "-v", "/h/vendor:/deps/cargo-vendor:ro", "--pull=never", "/repo"
             ]
         );
         assert!(cmd.env.contains(&("HTTP_PROXY".into(), "http://u:pw@proxy:3128".into())), "proxies go in as env");

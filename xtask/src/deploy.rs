@@ -38,7 +38,7 @@ pub fn placement(stack: &Stack, service: &str, offline: bool) -> Placement {
     }
     match &svc.offline {
         Some(o) if o.unavailable.is_some() => Placement::Skipped(o.unavailable.clone().unwrap()),
-        Some(_) => Placement::Image(registry_free::image_name(service)),
+        Some(_) => Placement::Image(registry_free::image_name(stack, service)),
         None => Placement::Image(svc.image.get_ref().clone()),
     }
 }
@@ -118,7 +118,7 @@ impl flags::Deploy {
         let runner = Runner::new(self.dry_run);
         if !self.no_build {
             if offline {
-                registry_free::build_all(sh, &stack, &[], false, self.dry_run)?;
+                registry_free::build_all(sh, &stack, &[], false, false, self.dry_run)?;
             } else {
                 let builds = crate::build::plan(&root, &stack, &[], None)?;
                 let env = std::env::vars().collect();
@@ -503,7 +503,7 @@ mod tests {
     fn offline_mode_skips_grafana_and_uses_local_images() {
         let stack = Stack::load(&crate::project_root()).unwrap();
         assert!(matches!(placement(&stack, "grafana", true), Placement::Skipped(why) if why.contains("no Debian package")));
-        assert_eq!(placement(&stack, "backend", true), Placement::Image(registry_free::image_name("backend")));
+        assert_eq!(placement(&stack, "backend", true), Placement::Image(registry_free::image_name(&stack, "backend")));
         assert_eq!(placement(&stack, "backend", false), Placement::Image("ghcr.io/hellocplusplus0/v7/backend:latest".into()));
     }
 

@@ -61,6 +61,8 @@ xflags::xflags! {
             optional --preset name: String
             /// Registry-free mode: build every image from Debian packages, no registry needed.
             optional --offline
+            /// With --offline: make the Debian base image anew (it is otherwise reused).
+            optional --rebuild-base
             /// Build even when nothing changed.
             optional --force
             /// Print the podman commands instead of running them.

@@ -295,12 +295,16 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Stack {
-    /// Reads and validates `docker/stack.toml` under `root`.
+    /// Reads and validates `docker/stack.toml` under `root`, or the file named by the
+    /// environment variable `V7_STACK_FILE` (relative to `root` or absolute): the end-to-end
+    /// tests use it to run a stack under their own project name, so every container, network,
+    /// volume and registry-free image they make carries their prefix.
     pub fn load(root: &Path) -> Result<Stack> {
-        let path = root.join(STACK_FILE);
+        let file = std::env::var("V7_STACK_FILE").unwrap_or_else(|_| STACK_FILE.to_string());
+        let path = root.join(&file);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}: it describes the stack (see docs/stack.md)", path.display()))?;
-        Stack::parse(STACK_FILE, &text)
+        Stack::parse(&file, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Stack> {
