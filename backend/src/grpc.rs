@@ -1,0 +1,58 @@
+//! gRPC `v7.ingest.v1.Ingest`: the same validation and NATS path as `POST /api/events`.
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::app::{AppState, IngestError};
+use crate::event::Event;
+use crate::proto::ingest::ingest_server::{Ingest, IngestServer};
+use crate::proto::ingest::{Event as PbEvent, EventBatch, PublishAck};
+
+pub struct IngestService {
+    state: Arc<AppState>,
+}
+
+pub fn service(state: Arc<AppState>) -> IngestServer<IngestService> {
+    IngestServer::new(IngestService { state })
+}
+
+impl From<PbEvent> for Event {
+    fn from(e: PbEvent) -> Self {
+        Event {
+            kind: e.kind,
+            value: e.value,
+            source: e.source,
+            attributes: e.attributes.into_iter().collect(),
+            ts_unix_ms: e.ts_unix_ms,
+        }
+    }
+}
+
+impl IngestService {
+    async fn handle(&self, method: &str, events: Vec<PbEvent>, batch: bool) -> Result<Response<PublishAck>, Status> {
+        let events: Vec<Event> = events.into_iter().map(Event::from).collect();
+        let res = self.state.ingest(events, batch).await;
+        let out = match res {
+            Ok(ids) => Ok(Response::new(PublishAck { accepted: ids.len() as u32, ids })),
+            Err(IngestError::Invalid(e)) => Err(Status::invalid_argument(e.to_string())),
+            Err(IngestError::Unavailable(m)) => Err(Status::unavailable(m)),
+        };
+        let code = match &out {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.state.metrics.observe_grpc(method, code);
+        out
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn publish(&self, request: Request<PbEvent>) -> Result<Response<PublishAck>, Status> {
+        self.handle("Publish", vec![request.into_inner()], false).await
+    }
+
+    async fn publish_batch(&self, request: Request<EventBatch>) -> Result<Response<PublishAck>, Status> {
+        self.handle("PublishBatch", request.into_inner().events, true).await
+    }
+}
