@@ -1,0 +1,148 @@
+//! `cargo xtask export compose|kube`, checked by real validators: the compose file against the
+//! Compose Specification's JSON schema (PyPI's check-jsonschema), the Kubernetes manifests
+//! against the API schemas (PyPI's kubernetes-validate, `--strict`: unknown fields are errors).
+//! Both modes (registry and `--offline`). Run by `cargo test -p xtask --features e2e`.
+//!
+//! The validators are installed with `python3 -m pip` when missing; if that fails the test
+//! fails (it never skips). The compose schema is the pinned copy in `../shared/specs` beside
+//! the checkout (or `V7_COMPOSE_SCHEMA`), else the one check-jsonschema ships
+//! (`--builtin-schema vendor.compose-spec`).
+//!
+//! No podman object is made: `podman kube play` would need the stack's images on the machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The Python modules of both validators, installed when missing (one pip at a time).
+fn ensure_validators() {
+    static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    let have = |module: &str| {
+        Command::new("python3").args(["-m", module, "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    let modules = ["check_jsonschema", "kubernetes_validate"];
+    if modules.iter().all(|m| have(m)) {
+        return;
+    }
+    eprintln!("installing check-jsonschema and kubernetes-validate with pip");
+    let pip = Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "check-jsonschema", "kubernetes-validate"])
+        .output();
+    let missing: Vec<&str> = modules.iter().copied().filter(|m| !have(m)).collect();
+    if !missing.is_empty() {
+        let why = match pip {
+            Ok(o) => text(&o),
+            Err(e) => format!("cannot run python3: {e}"),
+        };
+        panic!(
+            "the validators are missing ({}) and `python3 -m pip install -q check-jsonschema kubernetes-validate` \
+             did not install them:\n{why}\nhint: install them (PyPI) and run the test again",
+            missing.join(", ")
+        );
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    /// One per test: the tests run in parallel.
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("v7test-export-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cargo xtask export FORMAT [--offline]`, written to a file of `dir`.
+fn export(dir: &Path, format: &str, offline: bool) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["export", format]);
+    if offline {
+        cmd.arg("--offline");
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "`xtask export {format}` failed:\n{}", text(&out));
+    assert!(!out.stdout.is_empty(), "`xtask export {format}` printed nothing");
+    let path = dir.join(format!("{format}{}.yaml", if offline { "-offline" } else { "" }));
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+#[test]
+fn compose_export_matches_the_compose_spec_schema() {
+    ensure_validators();
+    let dir = TempDir::new("compose");
+    let pinned = std::env::var_os("V7_COMPOSE_SCHEMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/specs/compose-spec.json"));
+    let schema_args: Vec<String> = if pinned.is_file() {
+        vec!["--schemafile".into(), pinned.display().to_string()]
+    } else {
+        eprintln!("{} not found: using check-jsonschema's own copy of the compose schema", pinned.display());
+        vec!["--builtin-schema".into(), "vendor.compose-spec".into()]
+    };
+    for offline in [false, true] {
+        let file = export(&dir.0, "compose", offline);
+        let out = run(Command::new("python3").args(["-m", "check_jsonschema"]).args(&schema_args).arg(&file));
+        assert!(
+            out.status.success(),
+            "check-jsonschema {} {}: the compose export (offline: {offline}) does not match the schema:\n{}",
+            schema_args.join(" "),
+            file.display(),
+            text(&out)
+        );
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        assert!(yaml.contains("\nname: v7\n") && yaml.contains("\n  backend:\n"), "{yaml}");
+        assert_eq!(yaml.contains("# grafana: left out:"), offline, "{yaml}");
+    }
+}
+
+#[test]
+fn kube_export_passes_strict_kubernetes_validation() {
+    ensure_validators();
+    let dir = TempDir::new("kube");
+    for offline in [false, true] {
+        let file = export(&dir.0, "kube", offline);
+        let out = run(Command::new("python3").args(["-m", "kubernetes_validate", "--strict"]).arg(&file));
+        let report = text(&out);
+        assert!(
+            out.status.success() && !report.contains("ERROR"),
+            "kubernetes-validate --strict {}: the kube export (offline: {offline}) is not valid:\n{report}",
+            file.display()
+        );
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        let objects = yaml.split("\n---\n").count();
+        let passed = report.matches(" passed for resource ").count();
+        assert_eq!(passed, objects, "every object of the export is validated:\n{report}");
+        for resource in ["pod/backend", "service/backend", "pod/nats", "persistentvolumeclaim/v7-nats-data"] {
+            assert!(report.contains(&format!("passed for resource {resource} ")), "{resource} not validated:\n{report}");
+        }
+        assert_eq!(report.contains("pod/grafana "), !offline, "{report}");
+    }
+}
+
+#[test]
+fn unknown_format_lists_the_formats() {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_xtask")).args(["export", "helm"]));
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains("unknown export format \"helm\"") && err.contains("`compose`, `kube`"), "{err}");
+}
