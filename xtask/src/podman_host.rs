@@ -112,7 +112,8 @@ pub fn gather_facts() -> HostFacts {
         has_runc: on_path("runc"),
         has_crun: on_path("crun"),
         nofile_hard: hard_limit(&limits, "Max open files"),
-        nproc_hard: hard_limit(&limits, "Max processes"),
+        // runc cannot set RLIMIT_NPROC above kernel.pid_max (32768 here) even when the hard limit is higher.
+        nproc_hard: hard_limit(&limits, "Max processes").map(|h| std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|m| m.trim().parse::<u64>().ok()).map_or(h, |m| h.min(m))),
         has_systemd: Path::new("/run/systemd/system").is_dir(),
     }
 }

@@ -138,6 +138,23 @@ pub fn parse_local_images(text: &str) -> Vec<LocalImage> {
         .collect()
 }
 
+/// One `podman images` call for every image. podman 4.3 fails the listing when another
+/// process removes an image at the same moment ("image not known"), so it is tried again.
+fn list_local(runner: &Runner, podman: &Podman) -> Result<Vec<LocalImage>> {
+    let cmd = podman.cmd().args(["images", "--format", IMAGES_FORMAT]);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match runner.query(&cmd) {
+            Ok(text) => return Ok(parse_local_images(&text)),
+            Err(e) if tries < 5 && format!("{e:#}").contains("image not known") => {
+                std::thread::sleep(Duration::from_millis(200 * tries));
+            }
+            Err(e) => return Err(e).context("cannot list the local images"),
+        }
+    }
+}
+
 pub fn find_local<'a>(local: &'a [LocalImage], image: &ImageRef) -> Option<&'a LocalImage> {
     let name = image.name();
     local.iter().find(|l| {
@@ -847,10 +864,7 @@ impl flags::Pull {
             podman = podman.with_registries_conf(user);
         }
         let runner = Runner::new(self.dry_run);
-        let local_text = runner
-            .query(&podman.cmd().args(["images", "--format", IMAGES_FORMAT]))
-            .context("cannot list the local images")?;
-        let local = parse_local_images(&local_text);
+        let local = list_local(&runner, &podman)?;
         let items = plan(needed, &local, &mirrors);
 
         if self.status {
@@ -996,7 +1010,7 @@ impl flags::Pull {
 
         // Sizes of what landed: one more listing.
         let local_after = if outcomes.iter().flatten().any(|o| o.ok) {
-            runner.query(&podman.cmd().args(["images", "--format", IMAGES_FORMAT])).map(|t| parse_local_images(&t)).unwrap_or_default()
+            list_local(&runner, &podman).unwrap_or_default()
         } else {
             local.clone()
         };

@@ -17,6 +17,8 @@ Prints `PORT <n>` on stdout once listening. Control endpoints (never forwarded):
                               delay (sleep `ms` then forward).
                      The first matching rule with times left applies.
     GET  /__log      JSON list of {"t", "method", "path", "status", "fault"} for every request.
+    GET  /__find?method=&path=REGEX&status=&fault=&after=SECS   {"count": n, "first": t}
+    GET  /__overlap  {"max": n}: most repositories with requests in flight at once (first..last).
     POST /__clear    empties the log.
 
 fail_rate: that share of requests (seeded random) fails with a 503, a reset or a cut blob.
@@ -32,6 +34,7 @@ import socket
 import struct
 import sys
 import threading
+import urllib.parse
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -76,6 +79,34 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__log":
             with LOCK:
                 return self.reply_json(list(STATE["log"]))
+        if self.path.startswith("/__find"):
+            # /__find?method=GET&path=REGEX&status=503&fault=cut&after=1.5 -> {"count", "first"}
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            one = lambda k: q[k][0] if k in q else None
+            with LOCK:
+                hits = [e for e in STATE["log"]
+                        if (one("method") is None or e["method"] == one("method"))
+                        and (one("path") is None or re.search(one("path"), e["path"]))
+                        and (one("status") is None or str(e["status"]) == one("status"))
+                        and (one("fault") is None or str(e["fault"]) == one("fault"))
+                        and (one("after") is None or e["t"] > float(one("after")))]
+            return self.reply_json({"count": len(hits), "first": hits[0]["t"] if hits else None})
+        if self.path == "/__overlap":
+            # The most repositories whose requests (first to last) overlapped in time.
+            spans = {}
+            with LOCK:
+                for e in STATE["log"]:
+                    m = re.match(r"^/v2/(.+)/(manifests|blobs)/", e["path"])
+                    if m:
+                        a, b = spans.get(m.group(1), (e["t"], e["t"]))
+                        spans[m.group(1)] = (min(a, e["t"]), max(b, e["t"]))
+            points = sorted([(a, 1) for a, _ in spans.values()] + [(b, -1) for _, b in spans.values()],
+                            key=lambda p: (p[0], -p[1]))
+            cur = best = 0
+            for _, d in points:
+                cur += d
+                best = max(best, cur)
+            return self.reply_json({"max": best, "repositories": len(spans)})
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         if self.path == "/__clear":
@@ -121,6 +152,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(delay / 1000.0)
         action = fault["action"] if fault else None
         if action == "delay":
+            self.record(0, "delaying")
             time.sleep(fault.get("ms", 1000) / 1000.0)
             action = None
         if action == "status":

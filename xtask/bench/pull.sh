@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Benchmark of `cargo xtask pull` (docs/benchmarks.md, "## pull").
+#
+# Five images (RANDOM_MB of random data each) in a local docker-registry behind the fault
+# proxy, which adds DELAY_MS to every request. Measured in the same run:
+#   seed     the seed's approach: a sequential loop (check, pull, up to 3 tries, waits 2, 4 s)
+#   single   each image pulled alone with `podman pull` (the slowest one is the bar)
+#   xtask    `xtask pull --jobs 5` of all five
+#   flaky    `xtask pull` with FAIL_RATE of requests failing at random (503, reset, cut blob),
+#            FLAKY_RUNS times with different seeds: all five must land every run.
+#   single_xtask  each image pulled alone with `xtask pull --image` (same fixed costs as xtask)
+# Usage: xtask/bench/pull.sh  (env: RANDOM_MB=10 DELAY_MS=200 FAIL_RATE=0.3 FLAKY_RUNS=5 RUNS=3
+#                              FLAKY_ATTEMPTS=8)
+# Everything it makes is named v7test-pull-bench-* or lives in its own registry, and is removed.
+set -euo pipefail
+RANDOM_MB=${RANDOM_MB:-10}
+DELAY_MS=${DELAY_MS:-200}
+FAIL_RATE=${FAIL_RATE:-0.3}
+FLAKY_RUNS=${FLAKY_RUNS:-5}
+RUNS=${RUNS:-3}
+FLAKY_ATTEMPTS=${FLAKY_ATTEMPTS:-8}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cargo build -q -p xtask --release
+XTASK=$CARGO_TARGET_DIR/release/xtask
+
+WORK=$(mktemp -d /tmp/v7test-pull-bench-XXXXXX)
+PIDS=()
+IMAGES=()
+cleanup() {
+  for i in "${IMAGES[@]}"; do podman rmi -f -i "$i" >/dev/null 2>&1 || true; done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REG_PORT=$(free_port)
+cat > "$WORK/reg.yml" <<EOF
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $WORK/data}}
+http: {addr: 127.0.0.1:$REG_PORT}
+EOF
+docker-registry serve "$WORK/reg.yml" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$REG_PORT/v2/" >/dev/null && break; sleep 0.1; done
+
+python3 "$ROOT/xtask/tests/support/faultproxy.py" --upstream "127.0.0.1:$REG_PORT" --delay-ms "$DELAY_MS" > "$WORK/proxy.out" & PIDS+=($!)
+for _ in $(seq 50); do grep -q PORT "$WORK/proxy.out" 2>/dev/null && break; sleep 0.1; done
+PROXY_PORT=$(awk '/PORT/{print $2}' "$WORK/proxy.out")
+faults() { curl -sf -XPOST -d "$1" "http://127.0.0.1:$PROXY_PORT/__faults" >/dev/null; }
+
+printf 'unqualified-search-registries = ["docker.io"]\n[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' \
+  "$PROXY_PORT" "$REG_PORT" > "$WORK/registries.conf"
+export CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf
+export V7_STATE_DIR=$WORK/state NO_COLOR=1
+
+for n in 1 2 3 4 5; do
+  mkdir -p "$WORK/img$n"
+  echo "image $n" > "$WORK/img$n/hello"
+  head -c $((RANDOM_MB * 1000000)) /dev/urandom > "$WORK/img$n/blob.bin"
+  tar -C "$WORK/img$n" -cf "$WORK/img$n.tar" .
+  local_ref=localhost/v7test-pull-bench-src$n
+  podman import -q "$WORK/img$n.tar" "$local_ref" >/dev/null
+  podman push -q --tls-verify=false "$local_ref" "127.0.0.1:$REG_PORT/v7test-pull/bench$n:1"
+  podman rmi -f "$local_ref" >/dev/null
+  IMAGES+=("127.0.0.1:$PROXY_PORT/v7test-pull/bench$n:1")
+done
+remove_all() { for i in "${IMAGES[@]}"; do podman rmi -f -i "$i" >/dev/null 2>&1 || true; done; }
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc; }
+
+seed_loop() {  # the seed's approach
+  for img in "${IMAGES[@]}"; do
+    podman image exists "$img" && continue
+    for try in 1 2 3; do
+      podman pull -q "$img" >/dev/null 2>&1 && break
+      [ "$try" = 3 ] && { echo "seed: $img failed" >&2; break; }
+      sleep $((try * 2))
+    done
+  done
+}
+
+echo "five images of ${RANDOM_MB} MB random data, +${DELAY_MS} ms per request; $(nproc) cores"
+echo "run  seed_s  xtask_s  slowest_podman_alone_s  slowest_xtask_alone_s  speedup_vs_seed  xtask/slowest_podman  xtask/slowest_xtask  xtask_peak_rss_kib"
+for run in $(seq "$RUNS"); do
+  faults "{\"delay_ms\": $DELAY_MS}"
+  remove_all; t0=$(now); seed_loop; t1=$(now); seed=$(secs "$t0" "$t1")
+  remove_all; slowest=0
+  for img in "${IMAGES[@]}"; do
+    t0=$(now); podman pull -q "$img" >/dev/null; t1=$(now); s=$(secs "$t0" "$t1")
+    slowest=$(echo "if ($s > $slowest) $s else $slowest" | bc)
+  done
+  remove_all; slowest_x=0
+  for img in "${IMAGES[@]}"; do
+    t0=$(now); "$XTASK" pull --image "$img" >/dev/null 2>&1; t1=$(now); s=$(secs "$t0" "$t1")
+    slowest_x=$(echo "if ($s > $slowest_x) $s else $slowest_x" | bc)
+  done
+  remove_all
+  args=(); for img in "${IMAGES[@]}"; do args+=(--image "$img"); done
+  t0=$(now); "$XTASK" pull --jobs 5 --json "${args[@]}" > "$WORK/out.json" 2>"$WORK/err.txt"; t1=$(now)
+  xt=$(secs "$t0" "$t1")
+  rss=$(grep -o '"xtask_peak_rss_kib": [0-9]*' "$WORK/out.json" | awk '{print $2}')
+  printf '%s    %.2f   %.2f    %.2f                    %.2f                   %.2fx            %.2f                  %.2f                %s\n' \
+    "$run" "$seed" "$xt" "$slowest" "$slowest_x" "$(echo "$seed / $xt" | bc -l)" "$(echo "$xt / $slowest" | bc -l)" \
+    "$(echo "$xt / $slowest_x" | bc -l)" "$rss"
+done
+
+echo
+echo "flaky: ${FAIL_RATE} of requests fail at random (503, reset, cut blob), +${DELAY_MS} ms"
+echo "xtask pull --attempts $FLAKY_ATTEMPTS; the seed loop makes 3 tries"
+echo "run  ok  seconds  attempts(total)  seed_loop_ok"
+for run in $(seq "$FLAKY_RUNS"); do
+  faults "{\"delay_ms\": $DELAY_MS, \"fail_rate\": $FAIL_RATE, \"seed\": $run}"
+  remove_all
+  t0=$(now)
+  if "$XTASK" pull --jobs 5 --attempts "$FLAKY_ATTEMPTS" --json "${args[@]}" > "$WORK/out.json" 2>"$WORK/err.txt"; then ok=yes; else ok=NO; fi
+  t1=$(now)
+  attempts=$(grep -o '"attempts": [0-9]*' "$WORK/out.json" | awk '{s+=$2} END {print s}')
+  remove_all
+  faults "{\"delay_ms\": $DELAY_MS, \"fail_rate\": $FAIL_RATE, \"seed\": $((run + 100))}"
+  seed_loop 2>"$WORK/seed.txt"; if grep -q failed "$WORK/seed.txt"; then seed_ok="no ($(grep -c failed "$WORK/seed.txt")/5 failed)"; else seed_ok=yes; fi
+  printf '%s    %s  %.2f    %s               %s\n' "$run" "$ok" "$(secs "$t0" "$t1")" "$attempts" "$seed_ok"
+  [ "$ok" = yes ] || tail -5 "$WORK/err.txt"
+done
+remove_all

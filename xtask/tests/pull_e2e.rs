@@ -1,0 +1,246 @@
+//! `cargo xtask pull` against a real registry (docker-registry 2.8 on loopback) behind a
+//! fault-injecting proxy, with real podman. Run with:
+//!   cargo test -p xtask --features e2e --test pull_e2e
+//! Everything a test makes is named `v7test-pull-...` (or lives under a `127.0.0.1:PORT`
+//! registry it started) and is removed on drop, even when the test fails.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// One registry with one proxy in front, and images pushed to it.
+struct Setup {
+    images: Images,
+    proxy: Proxy,
+    registry: Registry,
+    xtask: Xtask,
+}
+
+impl Setup {
+    fn new(names: &[(&str, usize)]) -> Setup {
+        let registry = Registry::start();
+        for (name, mb) in names {
+            push_image(&registry.addr(), name, "1", *mb);
+        }
+        let proxy = Proxy::start(&registry.addr());
+        let xtask = Xtask::new(&[proxy.addr(), registry.addr()]);
+        Setup { images: Images::default(), proxy, registry, xtask }
+    }
+
+    /// The reference through the proxy; registered for removal.
+    fn via_proxy(&mut self, name: &str) -> String {
+        let r = format!("{}/v7test-pull/{name}:1", self.proxy.addr());
+        self.images.add(&r);
+        r
+    }
+}
+
+#[test]
+fn transient_503_is_retried_then_succeeds_and_status_shows_it() {
+    let mut s = Setup::new(&[("flaky", 1)]);
+    let image = s.via_proxy("flaky");
+    let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--image", &image]);
+    assert!(ok && out.contains("missing"), "{out}");
+    s.proxy.faults(r#"{"rules": [{"path": "/manifests/", "action": "status", "status": 503, "times": 2}]}"#);
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--image", &image]);
+    assert!(ok, "{err}");
+    assert_eq!(json_number_after(&out, &image, "attempts"), Some(3.0), "{out}");
+    assert_eq!(json_string_after(&out, &image, "status").as_deref(), Some("pulled"));
+    assert!(err.contains("retry 2/3"), "{err}");
+    assert!(image_exists(&image));
+    assert_eq!(s.proxy.count("status=503"), 2);
+    let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--image", &image]);
+    assert!(ok && out.contains("present"), "{out}");
+}
+
+#[test]
+fn persistent_503_fails_with_a_clear_message() {
+    let mut s = Setup::new(&[("down", 1)]);
+    let image = s.via_proxy("down");
+    s.proxy.faults(r#"{"rules": [{"path": "/manifests/", "action": "status", "status": 503}]}"#);
+    let (ok, out, err, secs) = s.xtask.run(&["pull", "--json", "--attempts", "3", "--image", &image]);
+    assert!(!ok);
+    assert_eq!(json_number_after(&out, &image, "attempts"), Some(3.0), "{out}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(err.contains(&format!("  {image}: ")), "{err}");
+    assert!(last.contains("503 Service Unavailable"), "{last}");
+    assert_eq!(s.proxy.count("method=GET&path=/manifests/"), 3);
+    assert!(secs < 30.0);
+    assert!(!image_exists(&image));
+}
+
+#[test]
+fn unknown_tag_fails_fast_without_retries() {
+    let mut s = Setup::new(&[("known", 1)]);
+    let image = format!("{}/v7test-pull/known:nope", s.proxy.addr());
+    s.images.add(&image);
+    let (ok, out, err, secs) = s.xtask.run(&["pull", "--json", "--image", &image]);
+    assert!(!ok);
+    assert_eq!(json_number_after(&out, &image, "attempts"), Some(1.0), "{out}");
+    assert!(err.contains("manifest unknown"), "{err}");
+    assert!(err.contains("hint: the tag or digest does not exist"), "{err}");
+    assert_eq!(s.proxy.count("method=GET&path=/manifests/nope"), 1);
+    assert!(secs < 15.0, "{secs}");
+}
+
+#[test]
+fn rate_limit_429_waits_for_retry_after() {
+    let mut s = Setup::new(&[("limited", 1)]);
+    let image = s.via_proxy("limited");
+    // podman itself makes 5 manifest requests honouring Retry-After, then gives up; the 6th
+    // answer (the xtask's own HEAD) tells the xtask how long to wait.
+    s.proxy.faults(
+        r#"{"rules": [{"path": "/manifests/", "action": "status", "status": 429, "retry_after": "2", "times": 6}]}"#,
+    );
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--image", &image]);
+    assert!(ok, "{err}");
+    assert!(err.contains("retry 2/3") && err.contains("in 2 s"), "{err}");
+    let (n, head) = s.proxy.find("method=HEAD&status=429");
+    assert_eq!(n, 1, "{}", s.proxy.log());
+    let head = head.unwrap();
+    let (_, next) = s.proxy.find(&format!("method=GET&path=/manifests/&status=200&after={head}"));
+    assert!(next.unwrap() - head >= 1.9, "waited {:?}", next.map(|n| n - head));
+    assert_eq!(json_number_after(&out, &image, "attempts"), Some(2.0), "{out}");
+    assert!(image_exists(&image));
+}
+
+#[test]
+fn resets_and_cuts_mid_blob_are_retried() {
+    let mut s = Setup::new(&[("cut", 4), ("reset", 1)]);
+    let cut = s.via_proxy("cut");
+    let reset = s.via_proxy("reset");
+    // podman retries network errors 3 times inside one attempt: 4 faults exhaust an attempt.
+    s.proxy.faults(
+        r#"{"rules": [
+            {"path": "/v7test-pull/cut/blobs/", "method": "GET", "action": "cut", "times": 4},
+            {"path": "/v7test-pull/reset/blobs/", "method": "GET", "action": "reset", "times": 4}
+        ]}"#,
+    );
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--image", &cut, "--image", &reset]);
+    assert!(ok, "{err}");
+    assert_eq!(s.proxy.count("fault=cut"), 4, "{}", s.proxy.log());
+    assert_eq!(s.proxy.count("fault=reset"), 4);
+    assert!(json_number_after(&out, &cut, "attempts").unwrap() >= 2.0, "{out}");
+    assert!(image_exists(&cut) && image_exists(&reset));
+}
+
+#[test]
+fn mirror_is_used_before_the_origin() {
+    let mut s = Setup::new(&[("mirrored", 1)]);
+    let mirror = Proxy::start(&s.registry.addr());
+    let image = s.via_proxy("mirrored");
+    let spec = format!("{}=http://{}", s.proxy.addr(), mirror.addr());
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &image]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_string_after(&out, &image, "source").as_deref(),
+        Some(format!("mirror http://{}", mirror.addr()).as_str()),
+        "{out}"
+    );
+    assert!(mirror.count("path=/manifests/") >= 1);
+    assert_eq!(s.proxy.count("path=/v2/v7test-pull"), 0, "origin was asked: {}", s.proxy.log());
+    // Stored under its canonical name, not the mirror's.
+    assert!(image_exists(&image));
+    // Later podman calls of the xtask get the mirror through its own registries.conf.
+    let conf = std::fs::read_to_string(s.xtask.state.path().join("v7/podman/registries.conf")).unwrap();
+    assert!(conf.contains(&format!("location = \"{}\"", mirror.addr())), "{conf}");
+
+    // The mirror lacks a tag: the origin serves it.
+    let other = format!("{}/v7test-pull/mirrored:2", s.proxy.addr());
+    s.images.add(&other);
+    push_image(&s.registry.addr(), "mirrored", "2", 1);
+    mirror.faults(r#"{"rules": [{"path": "/manifests/2", "action": "status", "status": 404}]}"#);
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &other]);
+    assert!(ok, "{err}");
+    assert_eq!(json_string_after(&out, &other, "source").as_deref(), Some(s.proxy.addr().as_str()), "{out}");
+}
+
+#[test]
+fn dead_mirrors_cost_seconds_and_the_next_one_is_used() {
+    let mut s = Setup::new(&[("deadmirror", 1)]);
+    let good = Proxy::start(&s.registry.addr());
+    let image = s.via_proxy("deadmirror");
+    let refused = free_port(); // nothing listens
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap(); // accepts, never answers
+    let silent_port = silent.local_addr().unwrap().port();
+    let o = s.proxy.addr();
+    let specs = [
+        format!("{o}=http://127.0.0.1:{refused}"),
+        format!("{o}=http://127.0.0.1:{silent_port}"),
+        format!("{o}=http://{}", good.addr()),
+    ];
+    let mut args = vec!["pull", "--json", "--image", &image];
+    for sp in &specs {
+        args.extend(["--registry-mirror", sp]);
+    }
+    let (ok, out, err, secs) = s.xtask.run(&args);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_string_after(&out, &image, "source").as_deref(),
+        Some(format!("mirror http://{}", good.addr()).as_str()),
+        "{out}"
+    );
+    assert!(err.contains(&format!("mirror http://127.0.0.1:{refused} is not answering")), "{err}");
+    assert!(err.contains(&format!("mirror http://127.0.0.1:{silent_port} is not answering")), "{err}");
+    assert!(secs < 20.0, "dead mirrors took {secs:.1} s");
+    drop(silent);
+}
+
+#[test]
+fn concurrency_is_bounded_by_jobs() {
+    let names = [("j1", 1), ("j2", 1), ("j3", 1), ("j4", 1)];
+    let mut s = Setup::new(&names);
+    let images: Vec<String> = names.iter().map(|(n, _)| s.via_proxy(n)).collect();
+    s.proxy.faults(r#"{"delay_ms": 300}"#);
+    let mut args = vec!["pull", "--jobs", "2"];
+    for i in &images {
+        args.extend(["--image", i.as_str()]);
+    }
+    let (ok, _, err, _) = s.xtask.run(&args);
+    assert!(ok, "{err}");
+    assert_eq!(s.proxy.max_overlap(), 2, "{}", s.proxy.log());
+    for i in &images {
+        assert!(image_exists(i));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_pulls_and_leaves_nothing_half_pulled() {
+    let mut s = Setup::new(&[("slow", 8)]);
+    let image = s.via_proxy("slow");
+    // The layer blob hangs for 60 s: the pull is mid-way when Ctrl-C comes.
+    s.proxy.faults(r#"{"rules": [{"path": "/blobs/", "method": "GET", "action": "delay", "ms": 60000}]}"#);
+    let mut child = s.xtask.command(&["pull", "--image", &image]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while s.proxy.count("method=GET&path=/blobs/") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the pull never reached the blobs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if stopped.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("xtask did not stop within 20 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!image_exists(&image), "a half-pulled image was tagged");
+    let listed = podman(&["images", "--format", "{{.Repository}}"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&format!("{}/v7test-pull/slow", s.proxy.addr())));
+    // No podman pull of ours is left running.
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&format!("pull {image}")));
+}
