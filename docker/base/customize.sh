@@ -1,19 +1,29 @@
 #!/bin/sh
-# customize.sh ROOTFS FACTS_FILE
+# customize.sh ROOTFS FACTS_FILE [SUITE]
 # Shared finishing step for the V7 base rootfs (called by mkbase.sh for both
 # debootstrap and mmdebstrap; mmdebstrap calls it as a --customize-hook).
 # Writes the container apt/dpkg config, removes docs/caches/host leftovers and
-# records facts (archive date, debian version, package count) as shell
-# assignments into FACTS_FILE for the image labels.
+# records facts as shell assignments (key='value', one a line) into FACTS_FILE
+# for the image labels: archive_date, security_date (empty without the
+# security suite), debian_version, pkg_count, pkg_list. SUITE defaults to
+# bookworm and only selects which Release file gives archive_date.
 set -eu
 R=$1
 FACTS=$2
+SUITE=${3:-bookworm}
 
-archive_date=$(sed -n 's/^Date: //p' "$R"/var/lib/apt/lists/*_Release "$R"/var/lib/apt/lists/*_InRelease 2>/dev/null | head -n1)
+# Date: field of the suite's (In)Release file = state of the archive used
+release_date() {
+    sed -n 's/^Date: //p' "$R"/var/lib/apt/lists/*_dists_"$1"_InRelease \
+        "$R"/var/lib/apt/lists/*_dists_"$1"_Release 2>/dev/null | head -n1
+}
 {
-    echo "archive_date='$archive_date'"
+    echo "archive_date='$(release_date "$SUITE")'"
+    echo "security_date='$(release_date "$SUITE-security")'"
     echo "debian_version='$(cat "$R/etc/debian_version")'"
     echo "pkg_count='$(chroot "$R" dpkg-query -W | wc -l)'"
+    # "name=version name=version ...", one line, no quotes (fits in a LABEL)
+    echo "pkg_list='$(chroot "$R" dpkg-query -W -f '${Package}=${Version} ' | sed 's/ $//')'"
 } > "$FACTS"
 
 # Same slimming as the official debian:*-slim images. These files stay in the

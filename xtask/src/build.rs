@@ -39,6 +39,9 @@ pub struct ImageBuild {
     /// Host directories mounted into the build's RUN steps (`podman build -v`): dependencies
     /// fetched on the host, shared caches. Not part of the context or of any layer.
     pub volumes: Vec<String>,
+    /// More inputs for the fingerprint that are not files, e.g. the ID of a local base image
+    /// (a rebuilt base must rebuild what stands on it, though its name did not change).
+    pub extra_inputs: Vec<String>,
 }
 
 impl ImageBuild {
@@ -78,6 +81,7 @@ impl ImageBuild {
         let args: Vec<String> = self.build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut extra: Vec<&str> = vec![&dockerfile, &ignore];
         extra.extend(args.iter().map(String::as_str));
+        extra.extend(self.extra_inputs.iter().map(String::as_str));
         build_inputs::fingerprint(&self.context, &IgnoreRules::parse(&ignore), &extra)
     }
 }
@@ -182,6 +186,7 @@ pub fn plan(root: &Path, stack: &Stack, services: &[String], preset: Option<(&st
             labels: Vec::new(),
             pull_never: false,
             volumes: Vec::new(),
+            extra_inputs: Vec::new(),
         });
     }
     Ok(out)
@@ -267,6 +272,7 @@ mod tests {
             labels: vec![(INPUTS_LABEL.into(), "abc-3".into())],
             pull_never: true,
             volumes: vec!["/h/vendor:/deps/cargo-vendor:ro".into()],
+            extra_inputs: vec!["sha256:base".into()],
         };
         let podman = Podman::fixed(&[("CONTAINERS_CONF", "/c.conf")]);
         let proxies = Proxies { http: Some("http://u:pw@proxy:3128".into()), ..Default::default() };

@@ -37,7 +37,7 @@ use crate::prereq;
 use crate::proxy;
 
 /// Bump when docker/base/customize.sh or the debootstrap options change what the base holds.
-pub const BASE_RECIPE: &str = "v7-base-1";
+pub const BASE_RECIPE: &str = "v7-base-2";
 
 /// The local name of a service's registry-free image (`localhost/v7-offline/backend:latest`).
 pub fn image_name(stack: &Stack, service: &str) -> String {
@@ -137,12 +137,24 @@ pub fn build_all(sh: &Shell, stack: &Stack, services: &[String], force: bool, re
     let builds = plan(&root, stack, services)?;
     ensure_base(&runner, &podman, stack, &root, rebuild_base)?;
     let deps = fetch_dependencies(sh, &root, &builds, dry_run)?;
-    let builds = builds.into_iter().map(|b| with_dependencies(b, &deps)).collect();
+    let base_id = runner
+        .query(&podman.cmd().args(["image", "inspect", "--format", "{{.Id}}", &base_image(stack)]))
+        .unwrap_or_default();
+    let builds = builds
+        .into_iter()
+        .map(|b| {
+            let mut b = with_dependencies(b, &deps);
+            b.extra_inputs.push(format!("base {}", base_id.trim()));
+            b
+        })
+        .collect();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     build::run_builds(&runner, &podman, &proxy::detect(&env), builds, force)?;
     for (name, svc) in &stack.services {
         if let Some(why) = svc.offline.as_ref().and_then(|o| o.unavailable.as_ref()) {
-            eprintln!("{name}: no registry-free image: {why}");
+            if services.is_empty() || services.contains(name) {
+                eprintln!("{name}: no registry-free image: {why}");
+            }
         }
     }
     Ok(())
@@ -179,6 +191,7 @@ pub fn plan(root: &Path, stack: &Stack, services: &[String]) -> Result<Vec<Image
             labels: vec![("v7.mode".to_string(), "registry-free".to_string())],
             pull_never: true,
             volumes: Vec::new(),
+            extra_inputs: Vec::new(),
         });
     }
     Ok(out)
@@ -290,6 +303,16 @@ fn fetch_once(stamp: &Path, key: &str, dry_run: bool, what: &str, fetch: impl Fn
     podman_host::write_if_changed(stamp, &digest)
 }
 
+/// Debian's security archive beside a mirror: `.../debian` -> `.../debian-security`; a mirror
+/// laid out otherwise gets Debian's own.
+pub fn security_mirror(mirror: &str) -> String {
+    let m = mirror.trim_end_matches('/');
+    match m.strip_suffix("/debian") {
+        Some(prefix) => format!("{prefix}/debian-security"),
+        None => "http://deb.debian.org/debian-security".to_string(),
+    }
+}
+
 /// The commands that make the base image, as data (see `ensure_base`).
 pub fn base_commands(podman: &Podman, stack: &Stack, root: &Path, work: &Path, labels: &[(String, String)]) -> Vec<Cmd> {
     let rootfs = work.join("rootfs");
@@ -312,6 +335,23 @@ pub fn base_commands(podman: &Podman, stack: &Stack, root: &Path, work: &Path, l
             stack.project.debian_suite.clone(),
             rootfs.display().to_string(),
             stack.project.debian_mirror.clone(),
+        ]),
+        // debootstrap lists only the release itself: add its updates and security suites and
+        // upgrade, so no image starts with known-vulnerable packages (and the security suite's
+        // newer rustc-web is installable). debootstrap left the host's resolv.conf in the
+        // rootfs for exactly this; customize.sh removes it afterwards.
+        Cmd::new("chroot").args([
+            rootfs.display().to_string(),
+            "sh".to_string(),
+            "-c".to_string(),
+            format!(
+                "printf '%s\\n' 'deb {mirror} {suite} main' 'deb {mirror} {suite}-updates main' \
+                 'deb {security} {suite}-security main' > /etc/apt/sources.list && apt-get update -q && \
+                 DEBIAN_FRONTEND=noninteractive apt-get -y -q upgrade && apt-get clean",
+                mirror = stack.project.debian_mirror,
+                suite = stack.project.debian_suite,
+                security = security_mirror(&stack.project.debian_mirror),
+            ),
         ]),
         Cmd::new("sh").args([
             root.join("docker/base/customize.sh").display().to_string(),
@@ -347,7 +387,7 @@ fn ensure_base(runner: &Runner, podman: &Podman, stack: &Stack, root: &Path, reb
     eprintln!("base: making {image} with debootstrap from {} ({})", stack.project.debian_mirror, stack.project.debian_suite);
     let cmds = base_commands(podman, stack, root, &work, &[]);
     let result = (|| -> Result<()> {
-        for cmd in &cmds[..3] {
+        for cmd in &cmds[..4] {
             runner.run_captured(cmd).and_then(|out| {
                 if out.status.success() {
                     Ok(())
@@ -400,10 +440,18 @@ mod tests {
         let shown: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
         assert!(shown[0].starts_with("debootstrap --variant=minbase --cache-dir="), "{}", shown[0]);
         assert!(shown[0].ends_with(" bookworm /w/rootfs http://deb.debian.org/debian"), "{}", shown[0]);
-        assert_eq!(shown[1], "sh /repo/docker/base/customize.sh /w/rootfs /w/facts");
-        assert_eq!(shown[2], "tar --numeric-owner --xattrs --acls -C /w/rootfs -cf /w/rootfs.tar .");
-        assert!(shown[3].contains("--change 'LABEL org.v7.base.suite=\"bookworm\"'"), "{}", shown[3]);
-        assert!(shown[3].ends_with("/w/rootfs.tar localhost/v7-offline/base:bookworm"), "{}", shown[3]);
+        assert!(shown[1].starts_with("chroot /w/rootfs sh -c"), "{}", shown[1]);
+        assert!(
+            shown[1].contains("'deb http://deb.debian.org/debian-security bookworm-security main'"),
+            "{}",
+            shown[1]
+        );
+        assert_eq!(shown[2], "sh /repo/docker/base/customize.sh /w/rootfs /w/facts");
+        assert_eq!(shown[3], "tar --numeric-owner --xattrs --acls -C /w/rootfs -cf /w/rootfs.tar .");
+        assert!(shown[4].contains("--change 'LABEL org.v7.base.suite=\"bookworm\"'"), "{}", shown[4]);
+        assert!(shown[4].ends_with("/w/rootfs.tar localhost/v7-offline/base:bookworm"), "{}", shown[4]);
+        assert_eq!(security_mirror("http://mirrors.aliyun.com/debian/"), "http://mirrors.aliyun.com/debian-security");
+        assert_eq!(security_mirror("http://10.0.0.1:3142/deb"), "http://deb.debian.org/debian-security");
     }
 
     #[test]

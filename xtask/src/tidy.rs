@@ -61,12 +61,27 @@ fn declared(text: &str) -> BTreeMap<String, Vec<(usize, String)>> {
     out
 }
 
+/// Every recipe of every service, production and registry-free: (service, Dockerfile, ignorefile).
+fn recipes(stack: &Stack) -> Vec<(&str, &crate::manifest::Service, &str, Option<&str>)> {
+    let mut out = Vec::new();
+    for (name, svc) in &stack.services {
+        if let Some(b) = &svc.build {
+            out.push((name.as_str(), svc, b.dockerfile.as_str(), Some(b.ignorefile.as_deref().unwrap_or(""))));
+        }
+        if let Some(d) = svc.offline.as_ref().and_then(|o| o.dockerfile.as_deref()) {
+            out.push((name.as_str(), svc, d, svc.offline.as_ref().unwrap().ignorefile.as_deref()));
+        }
+    }
+    out
+}
+
 #[test]
-fn production_dockerfiles_agree_with_the_manifest() {
+fn every_recipe_agrees_with_the_manifest() {
     let root = crate::project_root();
     let stack = Stack::load(&root).unwrap();
-    for (name, svc, build) in stack.built_services() {
-        let file = &build.dockerfile;
+    let all = recipes(&stack);
+    assert_eq!(all.len(), 9, "3 production + 6 registry-free recipes");
+    for (name, svc, file, ignorefile) in all {
         let text = read(file);
         let d = declared(&text);
         let last_stage_start = text
@@ -95,8 +110,10 @@ fn production_dockerfiles_agree_with_the_manifest() {
         let user = users.last().map(|u| u.1.as_str()).unwrap_or("root");
         assert!(user != "root" && user != "0", "{file}: the final stage must run as a non-root USER");
 
-        let exposed: Vec<u16> =
-            in_final("EXPOSE").iter().flat_map(|(_, a)| a.split_whitespace().map(|p| p.trim_end_matches("/tcp").parse::<u16>().unwrap()).collect::<Vec<_>>()).collect();
+        let exposed: Vec<u16> = in_final("EXPOSE")
+            .iter()
+            .flat_map(|(_, a)| a.split_whitespace().map(|p| p.trim_end_matches("/tcp").parse::<u16>().unwrap()).collect::<Vec<_>>())
+            .collect();
         for p in &svc.ports {
             let port = Port::parse(p.get_ref()).unwrap();
             assert!(exposed.contains(&port.container), "{file}: EXPOSE is missing {} (published by docker/stack.toml)", port.container);
@@ -112,8 +129,29 @@ fn production_dockerfiles_agree_with_the_manifest() {
                 }
             }
         }
-        let ignore = build.ignorefile.as_ref().unwrap_or_else(|| panic!("services.{name}.build.ignorefile is required"));
-        assert!(Path::new(&root.join(ignore)).exists(), "{ignore} is missing");
-        assert_eq!(Path::new(ignore).parent(), Path::new(file).parent(), "{ignore} must sit beside {file}");
+        if let Some(ignore) = ignorefile {
+            assert!(!ignore.is_empty(), "services.{name}: the recipe {file} needs an ignorefile");
+            assert!(Path::new(&root.join(ignore)).exists(), "{ignore} is missing");
+            assert_eq!(Path::new(ignore).parent(), Path::new(file).parent(), "{ignore} must sit beside {file}");
+        }
+    }
+}
+
+/// The user of a service's two recipes is the same, and so is the binary where the service is ours.
+#[test]
+fn both_recipes_of_a_service_install_the_same_binary_for_the_same_user() {
+    let stack = Stack::load(&crate::project_root()).unwrap();
+    for (name, svc) in stack.built_services().map(|(n, s, _)| (n, s)) {
+        let Some(offline) = svc.offline.as_ref().and_then(|o| o.dockerfile.as_deref()) else { continue };
+        let last = |file: &str, kw: &str| -> String {
+            instructions(&read(file)).into_iter().filter(|i| i.keyword == kw).map(|i| i.args).last().unwrap_or_default()
+        };
+        let production = &svc.build.as_ref().unwrap().dockerfile;
+        // Services whose health check is their own binary must install it at the same path.
+        let own_binary = svc.healthcheck.as_ref().is_some_and(|h| h.test[0].starts_with("/usr/local/bin/"));
+        let kws: &[&str] = if own_binary { &["USER", "ENTRYPOINT"] } else { &["USER"] };
+        for kw in kws {
+            assert_eq!(last(production, kw), last(offline, kw), "services.{name}: {kw} differs between {production} and {offline}");
+        }
     }
 }
