@@ -113,6 +113,9 @@ impl flags::Deploy {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let root = crate::project_root();
         let stack = Stack::load(&root)?;
+        if !self.dry_run {
+            crate::prereq::ensure(sh, "deploy", crate::prereq::PODMAN)?;
+        }
         let offline = offline_mode(&stack, self.offline)?;
         let podman = Podman::prepare()?;
         let runner = Runner::new(self.dry_run);
