@@ -123,6 +123,21 @@ impl flags::Deploy {
             if offline {
                 registry_free::build_all(sh, &stack, &[], false, false, self.dry_run)?;
             } else {
+                // Base and infrastructure images first, with the pull's retries and mirrors,
+                // rather than leaving them to podman build's and podman run's single attempt.
+                flags::Pull {
+                    status: false,
+                    policy: None,
+                    jobs: None,
+                    timeout: None,
+                    deadline: None,
+                    attempts: None,
+                    registry_mirror: Vec::new(),
+                    image: Vec::new(),
+                    json: false,
+                    dry_run: self.dry_run,
+                }
+                .run(sh)?;
                 let builds = crate::build::plan(&root, &stack, &[], None)?;
                 let env = std::env::vars().collect();
                 crate::build::run_builds(&runner, &podman, &crate::proxy::detect(&env), builds, false)?;
@@ -164,7 +179,14 @@ pub fn deploy(runner: &Runner, podman: &Podman, stack: &Stack, root: &Path, offl
         }
         runner.run_captured(&cmd.arg(&name))?;
     }
-    for vol in stack.volumes.keys() {
+    // Only the volumes of services this mode runs (no grafana-data without Grafana).
+    let used = |vol: &str| {
+        order.iter().any(|n| {
+            matches!(placement(stack, n, offline), Placement::Image(_))
+                && stack.services[*n].volumes.iter().any(|v| v.get_ref().split(':').next() == Some(vol))
+        })
+    };
+    for vol in stack.volumes.keys().filter(|v| used(v)) {
         let name = stack.volume_name(vol);
         if runner.capture(&podman.cmd().args(["volume", "exists", &name]))?.status.success() {
             continue;
