@@ -70,7 +70,8 @@ pub(crate) fn project_root() -> PathBuf {
 }
 
 /// Where the xtask keeps what it generates (podman configs, rewritten Dockerfiles, build
-/// stamps, fetched dependencies). Ignored by git; safe to delete.
+/// logs, fetched dependencies). Ignored by git; safe to delete. `V7_STATE_DIR` moves it: the
+/// end-to-end tests and benchmarks use that to start cold without touching a developer's.
 pub(crate) fn state_dir() -> PathBuf {
-    project_root().join(".v7")
+    std::env::var_os("V7_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join(".v7"))
 }

@@ -573,11 +573,6 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Where `pull` keeps its generated files: `$V7_STATE_DIR` (tests) or `.v7/`.
-/// The one place V7_STATE_DIR is read.
-fn state_dir() -> PathBuf {
-    std::env::var_os("V7_STATE_DIR").map(PathBuf::from).unwrap_or_else(crate::state_dir)
-}
 
 // ------------------------------------------------------------------------------- running
 
@@ -847,7 +842,7 @@ impl flags::Pull {
 
         // The user's own registries.conf, if any, is what origin pulls use.
         let user_registries = std::env::var_os("CONTAINERS_REGISTRIES_CONF").map(PathBuf::from);
-        let podman_dir = state_dir().join("podman");
+        let podman_dir = crate::state_dir().join("podman");
         let shared_conf = podman_dir.join("registries.conf");
         if !self.status && !self.dry_run {
             // Later podman calls of the xtask (builds) resolve through the same mirrors.
