@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 
 # seconds LOG CMD...: runs CMD with its output in LOG, prints the wall time.
-seconds() { local log=$1; shift; local s=$(date +%s.%N); "$@" >"$log" 2>&1; echo "$(date +%s.%N) - $s" | bc; }
+seconds() { local log=$1; shift; local s=$(date +%s.%N); "$@" >"$log" 2>&1; awk -v a="$(date +%s.%N)" -v b="$s" 'BEGIN { printf "%.1f", a - b }'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$tmp/cold"; : > "$tmp/rebuild"; : > "$tmp/noop"
@@ -53,6 +53,6 @@ echo "|---|---|"
 echo "| cold: no images, empty caches -> every image | $(median < "$tmp/cold") |"
 echo "| rebuild after a one-line change in backend | $(median < "$tmp/rebuild") |"
 echo "| no-op build | $(median < "$tmp/noop") |"
-echo "| ratio rebuild / cold | $(echo "scale=3; $(median < "$tmp/rebuild") / $(median < "$tmp/cold")" | bc) |"
+echo "| ratio rebuild / cold | $(awk -v a="$(median < "$tmp/rebuild")" -v b="$(median < "$tmp/cold")" 'BEGIN { printf "%.3f", a / b }') |"
 echo
 echo "every run: the rebuild built backend only, the no-op build built nothing"
