@@ -68,6 +68,7 @@ use crate::flags;
 use crate::manifest::Stack;
 use crate::podman_host::Podman;
 use crate::registry_free;
+use crate::text_format::human_size;
 
 /// The manifest's name inside the bundle.
 pub const MANIFEST: &str = "v7-bundle.txt";
@@ -643,19 +644,6 @@ fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

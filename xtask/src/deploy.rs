@@ -20,6 +20,7 @@ use crate::http_client;
 use crate::manifest::{Port, Stack};
 use crate::podman_host::Podman;
 use crate::registry_free;
+use crate::text_format::json_str;
 
 /// Label on everything deploy creates, so status/down find exactly what is ours.
 pub const PROJECT_LABEL: &str = "v7.project";
@@ -359,24 +360,6 @@ impl flags::Status {
     }
 }
 
-/// A JSON string literal. Avoid adding dependencies: this is the only JSON the xtask writes
-/// outside `pull --json`.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 impl flags::Logs {
     pub fn run(self, _sh: &Shell) -> Result<()> {

@@ -929,7 +929,7 @@ image = "docker.io/library/nginx:1"
         let script = "import sys, yaml, json; d = yaml.safe_load(sys.stdin.read()); print(json.dumps([d['k%d' % i] for i in range(len(d))], ensure_ascii=False))";
         let out = duct::cmd!("python3", "-c", script).stdin_bytes(doc.clone()).stdout_capture().unchecked().run().expect("python3");
         assert!(out.status.success(), "python3 with PyYAML failed (pip install pyyaml):\n{doc}");
-        let expected: Vec<String> = inputs.iter().map(|t| crate::deploy::json_str(t)).collect();
+        let expected: Vec<String> = inputs.iter().map(|t| crate::text_format::json_str(t)).collect();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("[{}]", expected.join(", ")), "{doc}");
     }
 }

@@ -25,6 +25,7 @@ mod pull;
 mod registry_free;
 mod registry_mirrors;
 mod test_suite;
+mod text_format;
 #[cfg(test)]
 mod tidy;
 

@@ -47,6 +47,7 @@ use crate::image_ref::ImageRef;
 use crate::manifest::Stack;
 use crate::podman_host::{explain_failure, write_if_changed, Podman};
 use crate::registry_mirrors::{self, Mirror};
+use crate::text_format::{human_size, json_str};
 
 // ------------------------------------------------------------------------------- discovery
 
@@ -448,40 +449,7 @@ enum Event {
     Finished(usize, Outcome),
 }
 
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
 
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 fn json_opt(s: &Option<String>) -> String {
     s.as_deref().map(json_str).unwrap_or_else(|| "null".to_string())
