@@ -38,16 +38,35 @@ pub fn split_url(url: &str) -> Result<(String, u16, String)> {
 
 pub fn request(method: &str, url: &str, body: Option<(&str, &str)>, timeout: Duration) -> Result<Response> {
     let (host, port, path) = split_url(url)?;
-    let addr = (host.as_str(), port)
+    request_to(&host, port, method, &path, &[], body, timeout, timeout).with_context(|| format!("{method} {url}"))
+}
+
+/// One request with extra headers and separate connect and read timeouts (the registry probes
+/// of `pull` need both short).
+#[allow(clippy::too_many_arguments)]
+pub fn request_to(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+    connect: Duration,
+    read: Duration,
+) -> Result<Response> {
+    let addr = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {host}"))?
         .next()
         .ok_or_else(|| anyhow!("{host} has no address"))?;
     let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {host}:{port}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+        TcpStream::connect_timeout(&addr, connect).with_context(|| format!("cannot connect to {host}:{port}"))?;
+    stream.set_read_timeout(Some(read))?;
+    stream.set_write_timeout(Some(read))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nUser-Agent: v7-xtask\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some((content_type, data)) = body {
         req.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", data.len()));
     }
@@ -57,8 +76,8 @@ pub fn request(method: &str, url: &str, body: Option<(&str, &str)>, timeout: Dur
     }
     stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("reading the answer of {url}"))?;
-    parse_response(&raw).with_context(|| format!("bad HTTP answer from {url}"))
+    stream.read_to_end(&mut raw).context("reading the answer")?;
+    parse_response(&raw).context("bad HTTP answer")
 }
 
 pub fn get(url: &str, timeout: Duration) -> Result<Response> {

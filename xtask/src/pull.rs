@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +43,7 @@ use xshell::Shell;
 use crate::command::{Cmd, Runner};
 use crate::dockerfile;
 use crate::flags;
+use crate::http_client;
 use crate::image_ref::ImageRef;
 use crate::manifest::Stack;
 use crate::podman_host::{explain_failure, write_if_changed, Podman};
@@ -296,41 +297,6 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
 
 // ------------------------------------------------------------------------------- tiny HTTP
 
-/// One HTTP/1.1 request without body; returns the status and headers. Plain HTTP only.
-fn http_request(host: &str, port: u16, method: &str, path: &str, accept: &[&str], connect: Duration, read: Duration) -> Result<(u16, Vec<(String, String)>), String> {
-    let addr = (host, port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(read)).ok();
-    s.set_write_timeout(Some(read)).ok();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nUser-Agent: cargo-xtask-pull\r\n");
-    for a in accept {
-        let _ = write!(req, "Accept: {a}\r\n");
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
-        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines = text.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "no HTTP answer".to_string())?;
-    let headers = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
-        .collect();
-    Ok((status, headers))
-}
-
 /// Is the mirror answering as a registry? Any HTTP answer to `/v2/` counts (401 included).
 fn probe_mirror(m: &Mirror) -> Result<(), String> {
     let (host, port) = m.host_port();
@@ -341,7 +307,9 @@ fn probe_mirror(m: &Mirror) -> Result<(), String> {
     }
     let prefix = m.location.split_once('/').map(|(_, p)| format!("/{p}")).unwrap_or_default();
     let _ = prefix; // registries serve /v2/ at the root even with a namespace in `location`
-    http_request(&host, port, "GET", "/v2/", &[], Duration::from_secs(2), Duration::from_secs(3)).map(|_| ())
+    http_client::request_to(&host, port, "GET", "/v2/", &[], None, Duration::from_secs(2), Duration::from_secs(3))
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// Asks a plain-HTTP registry for the manifest once, to read a 429's Retry-After.
@@ -362,17 +330,18 @@ fn probe_retry_after(source: &Source, image: &ImageRef) -> Option<Duration> {
     let reference = image.digest.clone().or_else(|| image.tag.clone())?;
     let path = format!("/v2/{repo_prefix}{}/manifests/{reference}", image.repository);
     let accept = [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
+        ("Accept", "application/vnd.oci.image.index.v1+json"),
+        ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
     ];
-    let (status, headers) = http_request(&host, port, "HEAD", &path, &accept, Duration::from_secs(2), Duration::from_secs(5)).ok()?;
-    if status != 429 {
+    let answer =
+        http_client::request_to(&host, port, "HEAD", &path, &accept, None, Duration::from_secs(2), Duration::from_secs(5)).ok()?;
+    if answer.status != 429 {
         return None;
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    headers.iter().find(|(k, _)| k == "retry-after").and_then(|(_, v)| parse_retry_after(v, now))
+    answer.header("retry-after").and_then(|v| parse_retry_after(v, now))
 }
 
 // ------------------------------------------------------------------------------- the plan
