@@ -17,6 +17,7 @@ mod export;
 mod http_client;
 mod image_ref;
 mod manifest;
+mod manifest_reader;
 mod mirror_rewrite;
 mod podman_host;
 mod prereq;

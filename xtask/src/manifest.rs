@@ -1,7 +1,7 @@
-//! `docker/stack.toml`: the one manifest the xtask reads. Parsing is serde + toml with
-//! `deny_unknown_fields`, so a typo is reported as "unknown field `prots`, expected one of ...";
-//! every error names the file, line and column, and the key. After parsing, [`Stack::validate`]
-//! checks what serde cannot (references between services, networks and volumes; ports; image
+//! `docker/stack.toml`: the one manifest the xtask reads, as a model. Reading the text is in
+//! `manifest_reader.rs`: a typo is reported as "unknown key `prots` in [services.api]; allowed:
+//! ...", and every error names the file, line and column, and the key. After parsing, [`Stack::validate`]
+//! checks what reading cannot (references between services, networks and volumes; ports; image
 //! references; durations; dependency cycles), pointing at the offending value's line.
 //! The format is documented in docs/stack.md.
 
@@ -9,44 +9,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::image_ref::ImageRef;
 
 pub const STACK_FILE: &str = "docker/stack.toml";
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Stack {
     pub project: Project,
-    #[serde(default)]
     pub pull: PullSettings,
-    #[serde(default)]
     pub mirrors: Mirrors,
-    #[serde(default)]
     pub networks: BTreeMap<String, Network>,
-    #[serde(default)]
     pub volumes: BTreeMap<String, Volume>,
     pub services: BTreeMap<String, Service>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Project {
     /// Prefix of every container, network and volume the stack creates.
     pub name: String,
     /// `auto` (probe registries, fall back to registry-free), `registry` or `offline`.
-    #[serde(default)]
     pub mode: Mode,
-    #[serde(default = "default_debian_mirror")]
     pub debian_mirror: String,
-    #[serde(default = "default_debian_suite")]
     pub debian_suite: String,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     #[default]
     Auto,
@@ -54,29 +43,16 @@ pub enum Mode {
     Offline,
 }
 
-fn default_debian_mirror() -> String {
-    "http://deb.debian.org/debian".to_string()
-}
-fn default_debian_suite() -> String {
-    "bookworm".to_string()
-}
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct PullSettings {
-    #[serde(default = "default_jobs")]
     pub jobs: usize,
-    #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
-    #[serde(default = "default_deadline")]
     pub deadline_secs: u64,
-    #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// Registry mirrors for docker.io, tried in order before the origin.
-    #[serde(default)]
     pub registry_mirrors: Vec<Spanned<String>>,
     /// Values for `ARG`s used in `FROM` lines, as `--build-arg` would give them.
-    #[serde(default)]
     pub build_args: BTreeMap<String, String>,
 }
 
@@ -106,18 +82,15 @@ impl Default for PullSettings {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct Mirrors {
     /// The preset `build --mirror` uses when `--preset` is not given.
     pub default_preset: Option<Spanned<String>>,
-    #[serde(default)]
     pub presets: BTreeMap<String, MirrorPreset>,
 }
 
 /// Package mirrors for builds; a missing entry leaves that package manager alone.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MirrorPreset {
     /// Alpine repository base, e.g. `https://mirrors.tuna.tsinghua.edu.cn/alpine`.
     pub apk: Option<String>,
@@ -131,20 +104,16 @@ pub struct MirrorPreset {
     pub cargo: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct Network {
     /// No route out of the network (containers only talk to each other).
-    #[serde(default)]
     pub internal: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct Volume {}
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Service {
     /// Image reference of the production image.
     pub image: Spanned<String>,
@@ -153,27 +122,19 @@ pub struct Service {
     /// How the image is made in registry-free mode.
     pub offline: Option<Offline>,
     /// `[host_ip:]host_port:container_port`; host_ip defaults to 127.0.0.1.
-    #[serde(default)]
     pub ports: Vec<Spanned<String>>,
-    #[serde(default)]
     pub environment: BTreeMap<String, String>,
-    #[serde(default)]
     pub networks: Vec<Spanned<String>>,
     /// `volume_name:/path[:ro]` or `./relative/host/path:/path[:ro]`.
-    #[serde(default)]
     pub volumes: Vec<Spanned<String>>,
-    #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
     /// Arguments after the image (the image's CMD is used when empty).
-    #[serde(default)]
     pub command: Vec<String>,
     pub healthcheck: Option<Healthcheck>,
-    #[serde(default)]
     pub resources: Resources,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Build {
     /// Directory sent to the build, relative to the repository root.
     pub context: String,
@@ -181,12 +142,10 @@ pub struct Build {
     pub dockerfile: String,
     /// Ignore file (`.dockerignore` beside the Dockerfile), relative to the repository root.
     pub ignorefile: Option<String>,
-    #[serde(default)]
     pub args: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Offline {
     /// Registry-free recipe (built on the local Debian base), relative to the repository root.
     pub dockerfile: Option<String>,
@@ -197,36 +156,18 @@ pub struct Offline {
     pub unavailable: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Healthcheck {
     /// Command run inside the container (exec form).
     pub test: Vec<String>,
-    #[serde(default = "default_interval")]
     pub interval: Spanned<String>,
-    #[serde(default = "default_hc_timeout")]
     pub timeout: Spanned<String>,
-    #[serde(default = "default_retries")]
     pub retries: u32,
-    #[serde(default = "default_start_period")]
     pub start_period: Spanned<String>,
 }
 
-fn default_interval() -> Spanned<String> {
-    Spanned::new(0..0, "10s".to_string())
-}
-fn default_hc_timeout() -> Spanned<String> {
-    Spanned::new(0..0, "3s".to_string())
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_start_period() -> Spanned<String> {
-    Spanned::new(0..0, "5s".to_string())
-}
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct Resources {
     /// CPUs, e.g. 0.5.
     pub cpus: Option<f64>,
@@ -308,14 +249,7 @@ impl Stack {
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Stack> {
-        let stack: Stack = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().to_string();
-            let hint = "hint: the keys and their allowed values are in docs/stack.md";
-            match e.span() {
-                Some(span) => located(file, text, span, format!("{msg} ({hint})")),
-                None => anyhow::anyhow!("{file}: {msg} ({hint})"),
-            }
-        })?;
+        let stack = crate::manifest_reader::read_stack(&crate::manifest_reader::Reader { file, text })?;
         stack.validate(file, text)?;
         Ok(stack)
     }
@@ -544,14 +478,22 @@ healthcheck = { test = ["/api", "healthcheck"] }
     fn unknown_key_names_line_and_allowed_keys() {
         let text = MINIMAL.replace("ports = [", "prots = [");
         let e = parse_err(&text);
-        assert!(e.starts_with("docker/stack.toml:17:1: unknown field `prots`, expected one of"), "{e}");
+        assert!(e.starts_with("docker/stack.toml:17:1: unknown key `prots` in [services.api]; allowed: `image`"), "{e}");
         assert!(e.contains("`ports`"), "{e}");
     }
 
     #[test]
     fn wrong_type_names_line() {
         let e = parse_err(&MINIMAL.replace("name = \"v7\"", "name = 7"));
-        assert!(e.starts_with("docker/stack.toml:3:8: invalid type: integer `7`, expected a string"), "{e}");
+        assert_eq!(e, "docker/stack.toml:3:8: project.name: expected a string, found integer");
+        let e = parse_err(&MINIMAL.replace("name = \"v7\"", "name = \"v7\"\nmode = \"sometimes\""));
+        assert!(e.starts_with("docker/stack.toml:4:8: project.mode: \"sometimes\" is not a mode; allowed: \"auto\""), "{e}");
+        let e = parse_err(&MINIMAL.replace("image = \"ghcr.io/x/api:latest\"\n", ""));
+        assert!(e.starts_with("docker/stack.toml:14:1: [services.api]: `image` is required"), "{e}");
+        let e = parse_err(&MINIMAL.replace("[volumes.data]", "[volumes.data"));
+        assert!(e.starts_with("docker/stack.toml:7:") && e.ends_with("(the file is not valid TOML)"), "{e}");
+        let e = parse_err(&MINIMAL.replace("ports = [\"3000:3000\"]", "ports = [3000]"));
+        assert_eq!(e, "docker/stack.toml:17:10: services.api.ports: expected a string, found integer");
     }
 
     #[test]

@@ -17,7 +17,7 @@ fn read(path: &str) -> String {
 /// Avoid adding dependencies: each one here costs cold build time (docs/benchmarks.md).
 /// Adding one means adding it here with its reason in xtask/Cargo.toml.
 const XTASK_DEPENDENCIES: &[&str] =
-    &["anyhow", "duct", "regex-lite", "serde", "signal-hook", "toml", "xflags", "xshell"];
+    &["anyhow", "duct", "regex-lite", "signal-hook", "toml", "xflags", "xshell"];
 
 #[test]
 fn xtask_dependencies_are_the_budgeted_ones() {

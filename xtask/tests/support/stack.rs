@@ -1,0 +1,323 @@
+//! Test support for registry-free mode (`xtask/tests/registry_free_e2e.rs`): a copy of
+//! `docker/stack.toml` under the test's own project name, the real xtask run with it, podman
+//! calls configured like the xtask's, a tiny HTTP client, and the Drop guard that removes every
+//! container, network, volume and image the test made (all named `v7test-rf-...` /
+//! `localhost/v7test-rf-offline/...`; never a prune). The caches under `.v7/offline/` stay: they
+//! are the xtask's and make reruns fast.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The project name of the test's stack: prefix of its containers, networks, volumes, images.
+pub const PROJECT: &str = "v7test-rf";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// `localhost/v7test-rf-offline/<name>:latest`, as the xtask names registry-free images.
+pub fn image(service: &str) -> String {
+    format!("localhost/{PROJECT}-offline/{service}:latest")
+}
+
+pub fn container(service: &str) -> String {
+    format!("{PROJECT}-{service}")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The test's stack: docker/stack.toml with `name = "v7test-rf"`, in a temp dir.
+pub struct TestStack {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    /// Parsed copy, for the services' recipes, ports, health checks and environment.
+    pub toml: toml::Table,
+}
+
+impl TestStack {
+    pub fn new() -> TestStack {
+        let source = std::fs::read_to_string(root().join("docker/stack.toml")).expect("docker/stack.toml");
+        let mut replaced = 0;
+        let mut in_project = false;
+        let mut out = String::new();
+        for line in source.lines() {
+            let t = line.trim_start();
+            if t.starts_with('[') {
+                in_project = t.starts_with("[project]");
+            }
+            if in_project && replaced == 0 && t.starts_with("name") && t.contains('=') {
+                out.push_str(&format!("name = \"{PROJECT}\"\n"));
+                replaced += 1;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        assert_eq!(replaced, 1, "docker/stack.toml has no `name = ...` line in [project]");
+        let dir = std::env::temp_dir().join(format!("{PROJECT}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stack.toml");
+        std::fs::write(&file, &out).unwrap();
+        let toml: toml::Table = out.parse().expect("the stack copy parses");
+        TestStack { dir, file, toml }
+    }
+
+    pub fn project(&self, key: &str) -> String {
+        self.toml["project"][key].as_str().unwrap().to_string()
+    }
+
+    pub fn service(&self, name: &str) -> &toml::Table {
+        self.toml["services"][name].as_table().unwrap()
+    }
+
+    /// Services with a registry-free recipe (`offline.dockerfile`), in manifest order.
+    pub fn offline_services(&self) -> Vec<String> {
+        self.toml["services"]
+            .as_table()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.get("offline").and_then(|o| o.get("dockerfile")).is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Container ports the manifest publishes for a service.
+    pub fn container_ports(&self, name: &str) -> Vec<u16> {
+        self.service(name)
+            .get("ports")
+            .and_then(|p| p.as_array())
+            .map(|a| a.iter().map(|p| p.as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn healthcheck_test(&self, name: &str) -> Vec<String> {
+        self.service(name)["healthcheck"]["test"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+
+    pub fn environment(&self, name: &str) -> Vec<(String, String)> {
+        self.service(name)
+            .get("environment")
+            .and_then(|e| e.as_table())
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs the real xtask with `V7_STACK_FILE` pointing at the copy; its output is echoed line
+    /// by line (visible with --nocapture) and returned. (success, combined output, seconds)
+    pub fn xtask(&self, args: &[&str]) -> (bool, String, f64) {
+        eprintln!("$ V7_STACK_FILE={} xtask {}", self.file.display(), args.join(" "));
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(root())
+            .env("V7_STACK_FILE", &self.file)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run xtask");
+        let stdout = child.stdout.take().unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut all = String::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+            eprintln!("  | {line}");
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all.push_str(&echo.join().unwrap());
+        let status = child.wait().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("  => {status} after {secs:.1} s");
+        (status.success(), all, secs)
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// podman with the containers.conf the xtask writes for this host (`.v7/podman/`): the runtime
+/// and ulimits podman needs here (see xtask/src/podman_host.rs). Copied once so later rewrites
+/// of the shared file by other xtask runs cannot change it under the test.
+pub struct Podman {
+    conf: Option<PathBuf>,
+}
+
+impl Podman {
+    pub fn new(private_dir: &Path) -> Podman {
+        let shared = root().join(".v7/podman/containers.conf");
+        let conf = std::fs::read_to_string(&shared).ok().map(|text| {
+            let p = private_dir.join("containers.conf");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        Podman { conf }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        if let Some(conf) = &self.conf {
+            c.env("CONTAINERS_CONF", conf);
+        }
+        c.args(args).stdin(Stdio::null());
+        c
+    }
+
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("podman")
+    }
+
+    /// Runs podman and returns trimmed stdout; panics with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(out.status.success(), "podman {} failed ({}): {}", args.join(" "), out.status, text(&out.stderr).trim());
+        text(&out.stdout).trim().to_string()
+    }
+
+    pub fn inspect(&self, image: &str, format: &str) -> String {
+        self.ok(&["image", "inspect", "--format", format, image])
+    }
+
+    pub fn label(&self, image: &str, key: &str) -> String {
+        self.inspect(image, &format!("{{{{index .Labels \"{key}\"}}}}"))
+    }
+
+    /// The host port that a container's `port/tcp` is published on.
+    pub fn host_port(&self, container: &str, port: u16) -> u16 {
+        let out = self.ok(&["port", container, &format!("{port}/tcp")]);
+        out.lines().next().and_then(|l| l.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("podman port {container} {port}: {out:?}"))
+    }
+
+    pub fn logs_tail(&self, container: &str) -> String {
+        let out = self.output(&["logs", "--tail", "30", container]);
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+            .lines()
+            .filter(|l| !l.contains("systemd"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Removes, on drop (so also when a phase panics) and when called, everything of the test's
+/// project: containers `v7test-rf-*` (with their anonymous volumes), the network
+/// `v7test-rf-probe`, volumes `v7test-rf-*`, the images `localhost/v7test-rf-offline/*` and the
+/// untagged intermediate images their builds left that sit on the test's base image (found by
+/// the base's root layer, which no other image has). Nothing else is touched.
+pub struct Cleanup<'a> {
+    pub podman: &'a Podman,
+    /// `project.debian_suite`: the base image's tag.
+    pub suite: String,
+}
+
+impl Cleanup<'_> {
+    pub fn run(&self) {
+        let p = self.podman;
+        let prefix = format!("{PROJECT}-");
+        let lines = |args: &[&str]| -> Vec<String> {
+            text(&p.output(args).stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+        };
+        let containers: Vec<String> =
+            lines(&["ps", "-a", "--format", "{{.Names}}"]).into_iter().filter(|n| n.starts_with(&prefix)).collect();
+        for c in &containers {
+            let _ = p.output(&["rm", "-f", "-v", "-t", "0", c]);
+        }
+        let _ = p.output(&["network", "rm", "-f", &format!("{PROJECT}-probe")]);
+        for v in lines(&["volume", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)) {
+            let _ = p.output(&["volume", "rm", "-f", &v]);
+        }
+        // Images: the base's first layer marks everything built on it.
+        let ours = format!("localhost/{PROJECT}-offline/");
+        let base = format!("{ours}base:{}", self.suite);
+        let base_layer = text(&p.output(&["image", "inspect", "--format", "{{index .RootFS.Layers 0}}", &base]).stdout).trim().to_string();
+        let mut doomed: Vec<String> = Vec::new();
+        for row in lines(&["images", "-a", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]) {
+            let (id, name) = row.split_once(' ').unwrap_or((row.as_str(), ""));
+            if name.starts_with(&ours) {
+                doomed.push(name.to_string());
+            } else if name.starts_with("<none>") && !base_layer.is_empty() {
+                let layer = text(&p.output(&["image", "inspect", "--format", "{{index .RootFS.Layers 0}}", id]).stdout).trim().to_string();
+                if layer == base_layer {
+                    doomed.push(id.to_string());
+                }
+            }
+        }
+        doomed.dedup();
+        // Children first: retry until no progress (a parent refuses while a child exists).
+        let mut left = doomed;
+        for _ in 0..5 {
+            if left.is_empty() {
+                break;
+            }
+            left.retain(|r| {
+                let out = p.output(&["rmi", r]);
+                !out.status.success() && p.output(&["image", "exists", r]).status.success()
+            });
+        }
+        if !containers.is_empty() || !left.is_empty() {
+            eprintln!("cleanup: removed containers {containers:?}; images not removable: {left:?}");
+        }
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        eprintln!("== cleanup: containers, network, volumes and images of {PROJECT}");
+        self.run();
+    }
+}
+
+/// Polls `f` every 500 ms until it returns Ok or `within` passes; returns the last error.
+pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= within => return Err(format!("{e} (after {within:?})")),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// `GET http://127.0.0.1:port/path` (HTTP/1.0): (status, body).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_request(port, "GET", path, None)
+}
+
+pub fn http_request(port: u16, method: &str, path: &str, json: Option<&str>) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = json.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if json.is_some() {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| format!("read from 127.0.0.1:{port}: {e}"))?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response from 127.0.0.1:{port}{path}: {resp:?}"))?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
