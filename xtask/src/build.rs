@@ -107,7 +107,7 @@ impl flags::Build {
         if !proxies.is_empty() {
             eprintln!("proxies for builds: {}", proxies.http.as_deref().or(proxies.https.as_deref()).map(crate::command::mask_url_credentials).unwrap_or_default());
         }
-        run_builds(&Runner::new(self.dry_run), &podman, &proxies, builds, self.force)
+        run_builds(&Runner::new(self.dry_run), &podman, &proxies, &stack.project.name, builds, self.force)
     }
 }
 
@@ -192,9 +192,45 @@ pub fn plan(root: &Path, stack: &Stack, services: &[String], preset: Option<(&st
     Ok(out)
 }
 
+/// Errors of podman's shared image store while another process adds or removes images at the
+/// same moment; the same build succeeds when tried again.
+const TRANSIENT_STORE_ERRORS: &[&str] = &["layer not known", "image not known"];
+
+/// Runs one build with its output in `log`; tried a second time after a transient store error.
+fn build_one(b: &ImageBuild, cmd: &Cmd, log: &Path) -> Result<f64, String> {
+    let start = Instant::now();
+    for attempt in 1..=2 {
+        let out = cmd
+            .to_expression()
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_path(log)
+            .unchecked()
+            .run()
+            .map_err(|e| format!("cannot start podman build: {e}"))?;
+        let secs = start.elapsed().as_secs_f64();
+        if out.status.success() {
+            eprintln!("{}: built {} in {secs:.0} s", b.service, b.image);
+            return Ok(secs);
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if attempt == 1 && TRANSIENT_STORE_ERRORS.iter().any(|e| text.contains(e)) {
+            eprintln!("{}: podman's image store changed under the build; trying once more", b.service);
+            continue;
+        }
+        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        eprintln!("{}: FAILED after {secs:.0} s; last lines of {}:\n  {}", b.service, log.display(), tail.join("\n  "));
+        if let Some(hint) = explain_failure(&text) {
+            eprintln!("  hint: {hint}");
+        }
+        return Err(b.service.clone());
+    }
+    unreachable!("the loop returns")
+}
+
 /// Builds in parallel, each skipped when its fingerprint matches the image here. Output of each
-/// build goes to `.v7/build/<service>.log`; a failure prints the log's tail.
-pub fn run_builds(runner: &Runner, podman: &Podman, proxies: &Proxies, builds: Vec<ImageBuild>, force: bool) -> Result<()> {
+/// build goes to `.v7/build/<project>/<service>.log`; a failure prints the log's tail.
+pub fn run_builds(runner: &Runner, podman: &Podman, proxies: &Proxies, project: &str, builds: Vec<ImageBuild>, force: bool) -> Result<()> {
     let mut to_run = Vec::new();
     for mut b in builds {
         let fp = b.fingerprint()?;
@@ -217,39 +253,23 @@ pub fn run_builds(runner: &Runner, podman: &Podman, proxies: &Proxies, builds: V
         }
         return Ok(());
     }
-    let log_dir = crate::state_dir().join("build");
+    let log_dir = crate::state_dir().join("build").join(project);
     std::fs::create_dir_all(&log_dir)?;
-    let mut running = Vec::new();
-    for b in &to_run {
-        let cmd = b.command(podman, proxies);
-        let log = log_dir.join(format!("{}.log", b.service));
-        eprintln!("{}: building {} (log: {})\n  $ {cmd}", b.service, b.image, log.display());
-        let handle = cmd
-            .to_expression()
-            .stdin_null()
-            .stderr_to_stdout()
-            .stdout_path(&log)
-            .unchecked()
-            .start()
-            .context("cannot start podman build")?;
-        running.push((b, handle, log, Instant::now()));
-    }
-    let mut failed = Vec::new();
-    for (b, handle, log, start) in running {
-        let out = handle.wait()?;
-        let secs = start.elapsed().as_secs_f64();
-        if out.status.success() {
-            eprintln!("{}: built {} in {secs:.0} s", b.service, b.image);
-        } else {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-            eprintln!("{}: FAILED after {secs:.0} s; last lines of {}:\n  {}", b.service, log.display(), tail.join("\n  "));
-            if let Some(hint) = explain_failure(&text) {
-                eprintln!("  hint: {hint}");
-            }
-            failed.push(b.service.clone());
-        }
-    }
+    // One thread per build, so each one's time is its own and a failure is reported when it
+    // happens; podman runs them concurrently.
+    let results: Vec<(String, Result<f64, String>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = to_run
+            .iter()
+            .map(|b| {
+                let cmd = b.command(podman, proxies);
+                let log = log_dir.join(format!("{}.log", b.service));
+                eprintln!("{}: building {} (log: {})\n  $ {cmd}", b.service, b.image, log.display());
+                scope.spawn(move || (b.service.clone(), build_one(b, &cmd, &log)))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("build thread")).collect()
+    });
+    let failed: Vec<String> = results.iter().filter(|(_, r)| r.is_err()).map(|(s, _)| s.clone()).collect();
     if !failed.is_empty() {
         bail!("build failed for {} (nothing was tagged for them; see the logs above)", failed.join(", "));
     }

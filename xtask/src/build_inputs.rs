@@ -14,11 +14,15 @@ use regex_lite::Regex;
 /// A compiled `.dockerignore`.
 pub struct IgnoreRules {
     rules: Vec<(Regex, bool)>,
+    /// For each `!` exception, the literal part of its pattern before the first wildcard:
+    /// an ignored directory is only walked when an exception could reach inside it.
+    exception_prefixes: Vec<String>,
 }
 
 impl IgnoreRules {
     pub fn parse(text: &str) -> IgnoreRules {
         let mut rules = Vec::new();
+        let mut exception_prefixes = Vec::new();
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -32,9 +36,12 @@ impl IgnoreRules {
             if pattern.is_empty() {
                 continue;
             }
+            if include {
+                exception_prefixes.push(pattern.chars().take_while(|c| !"*?[".contains(*c)).collect());
+            }
             rules.push((Regex::new(&glob_to_regex(pattern)).expect("escaped glob is a valid regex"), include));
         }
-        IgnoreRules { rules }
+        IgnoreRules { rules, exception_prefixes }
     }
 
     /// Whether `path` (relative, `/`-separated) is left out of the context. A path is also
@@ -49,8 +56,10 @@ impl IgnoreRules {
         ignored
     }
 
-    fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|(_, include)| *include)
+    /// Whether an exception pattern could re-include something below directory `dir`.
+    fn may_reinclude_below(&self, dir: &str) -> bool {
+        let dir_slash = format!("{dir}/");
+        self.exception_prefixes.iter().any(|p| p.starts_with(&dir_slash) || dir_slash.starts_with(p.as_str()))
     }
 }
 
@@ -120,8 +129,9 @@ fn walk(root: &Path, dir: &Path, rules: &IgnoreRules, out: &mut Vec<String>) -> 
         let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            // Without exceptions an ignored directory cannot contain an included file.
-            if rules.is_ignored(&rel) && !rules.has_exceptions() {
+            // An ignored directory holds no included file unless an exception reaches into it
+            // (`.v7/offline/cargo-vendor` alone is 13,000 files: never walk it for nothing).
+            if rules.is_ignored(&rel) && !rules.may_reinclude_below(&rel) {
                 continue;
             }
             walk(root, &path, rules, out)?;
@@ -155,6 +165,16 @@ mod tests {
         assert!(ignored("web/src/main.ts") && ignored(".git/HEAD"));
         assert!(ignored("docs/a/b/c.png") && ignored("docs/c.png") && !ignored("docs/c.txt"));
         assert!(!ignored("backend/src/main.rs"));
+    }
+
+    #[test]
+    fn ignored_directories_are_walked_only_when_an_exception_reaches_inside() {
+        let rules = IgnoreRules::parse("*\n!backend/src/**\n!Cargo.toml\n");
+        assert!(rules.may_reinclude_below("backend"));
+        assert!(rules.may_reinclude_below("backend/src"));
+        assert!(!rules.may_reinclude_below("web"));
+        assert!(!rules.may_reinclude_below(".v7"));
+        assert!(IgnoreRules::parse("*\n!**/keep\n").may_reinclude_below("any/dir"));
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl flags::Deploy {
                 .run(sh)?;
                 let builds = crate::build::plan(&root, &stack, &[], None)?;
                 let env = std::env::vars().collect();
-                crate::build::run_builds(&runner, &podman, &crate::proxy::detect(&env), builds, false)?;
+                crate::build::run_builds(&runner, &podman, &crate::proxy::detect(&env), &stack.project.name, builds, false)?;
             }
         }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(120));

@@ -152,8 +152,16 @@ impl Podman {
         let adaptation = adapt(&gather_facts());
         let dir = crate::state_dir().join("podman");
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let conf = dir.join("containers.conf");
-        write_if_changed(&conf, &containers_conf(&adaptation))?;
+        // Named by its content: another xtask process writing a different adaptation (an older
+        // binary, another checkout) never changes the file under a running podman.
+        let text = containers_conf(&adaptation);
+        let conf = dir.join(format!("containers-{:016x}.conf", {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        }));
+        write_if_changed(&conf, &text)?;
         let mut env = vec![("CONTAINERS_CONF".to_string(), conf.display().to_string())];
         let registries = dir.join("registries.conf");
         if registries.exists() {

@@ -149,7 +149,7 @@ pub fn build_all(sh: &Shell, stack: &Stack, services: &[String], force: bool, re
         })
         .collect();
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    build::run_builds(&runner, &podman, &proxy::detect(&env), builds, force)?;
+    build::run_builds(&runner, &podman, &proxy::detect(&env), &stack.project.name, builds, force)?;
     for (name, svc) in &stack.services {
         if let Some(why) = svc.offline.as_ref().and_then(|o| o.unavailable.as_ref()) {
             if services.is_empty() || services.contains(name) {

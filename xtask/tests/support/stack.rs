@@ -162,8 +162,16 @@ pub struct Podman {
 
 impl Podman {
     pub fn new(private_dir: &Path) -> Podman {
-        let shared = root().join(".v7/podman/containers.conf");
-        let conf = std::fs::read_to_string(&shared).ok().map(|text| {
+        // The xtask names its containers.conf by content (`containers-<hash>.conf`): the newest
+        // is the one its last run wrote for this host.
+        let newest = std::fs::read_dir(root().join(".v7/podman"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("containers-")))
+            .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+        let conf = newest.and_then(|shared| std::fs::read_to_string(shared).ok()).map(|text| {
             let p = private_dir.join("containers.conf");
             std::fs::write(&p, text).unwrap();
             p
