@@ -1,7 +1,7 @@
 #!/bin/sh
 # customize.sh ROOTFS FACTS_FILE [SUITE]
-# Shared finishing step for the V7 base rootfs (called by mkbase.sh for both
-# debootstrap and mmdebstrap; mmdebstrap calls it as a --customize-hook).
+# Shared finishing step for the V7 base rootfs (run by `cargo xtask build --offline` after
+# debootstrap; it also works as an mmdebstrap --customize-hook).
 # Writes the container apt/dpkg config, removes docs/caches/host leftovers and
 # records facts as shell assignments (key='value', one a line) into FACTS_FILE
 # for the image labels: archive_date, security_date (empty without the
