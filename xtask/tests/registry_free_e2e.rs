@@ -9,7 +9,10 @@
 //!    published loopback port; with the infrastructure beside them they become ready, and an
 //!    event posted through web travels backend -> NATS -> analytics-engine -> ClickHouse and
 //!    comes back in the statistics (computed by the Python component);
-//! 4. a second `build --offline` finds every image unchanged and builds nothing.
+//! 4. a second `build --offline` finds every image unchanged and builds nothing;
+//! 5. `deploy --offline --no-build` starts the stack in dependency order behind its health
+//!    checks (without Grafana, and says so), `verify` passes, `status` shows every service
+//!    healthy, an event survives `down` + `deploy` (named volumes), `down --volumes` removes all.
 //!
 //! One build of everything is slow (minutes), so this is ONE test that runs the phases in order
 //! and prints their names and timings. It runs its own copy of docker/stack.toml with project
@@ -197,6 +200,67 @@ exit $rc
         assert!(!out.contains(&format!("{svc}: building")), "{svc} was rebuilt:\n{out}");
     }
     assert!(!out.contains("fetching on the host"), "dependencies were fetched again:\n{out}");
+
+    // ------------------------------------------------------------------------------------------
+    let t = phase("phase 5: `deploy --offline --no-build`, `verify`, data kept across `down` + `deploy`, `down --volumes`");
+    let (ok, out, secs) = stack.xtask(&["deploy", "--offline", "--no-build", "--timeout", "180"]);
+    assert!(ok, "deploy failed:\n{out}");
+    timings.push(("deploy (health-gated)".into(), secs));
+    assert!(out.contains("grafana: not started: Grafana has no Debian package"), "deploy must say Grafana is left out:\n{out}");
+    for svc in &offline {
+        assert!(out.contains(&format!("{svc}: healthy after")), "{svc} was not reported healthy:\n{out}");
+    }
+    let started: Vec<usize> = ["nats", "clickhouse", "analytics-engine", "backend", "web"]
+        .iter()
+        .map(|s| out.find(&format!("{s}: healthy after")).unwrap())
+        .collect();
+    assert!(started[0] < started[2] && started[1] < started[2], "analytics-engine started before NATS and ClickHouse were healthy:\n{out}");
+    assert!(started[2] < started[3] && started[3] < started[4], "not started in dependency order:\n{out}");
+    let (ok, out, secs) = stack.xtask(&["verify"]);
+    assert!(ok && out.contains("verify: the stack works end to end"), "verify failed:\n{out}");
+    timings.push(("verify".into(), secs));
+    let (ok, out, _) = stack.xtask(&["status", "--json"]);
+    assert!(ok, "status failed:\n{out}");
+    for svc in &offline {
+        assert!(
+            out.contains(&format!("\"service\":\"{svc}\",\"state\":\"running\",\"health\":\"healthy\"")),
+            "status does not show {svc} running and healthy:\n{out}"
+        );
+    }
+    assert!(out.contains("\"service\":\"grafana\",\"state\":\"absent\""), "status must show Grafana absent:\n{out}");
+
+    // Data outlives the containers: post an event, take the stack down (volumes kept), deploy again.
+    let web = stack::test_host_port(5173);
+    let (code, body) = http_request(web, "POST", "/api/events", Some(r#"{"kind":"rf_kept","value":7,"source":"registry-free-e2e"}"#)).unwrap();
+    assert_eq!(code, 202, "POST through the deployed web answered {code}: {body}");
+    let counted = |want: &str| {
+        let want = want.to_string();
+        move || match http_get(web, "/api/stats?kind=rf_kept") {
+            Ok((200, b)) if b.contains(&want) => Ok(b),
+            Ok((c, b)) => Err(format!("{c} {b}")),
+            Err(e) => Err(e),
+        }
+    };
+    wait_for(Duration::from_secs(60), counted("\"count\":1")).unwrap_or_else(|e| panic!("the event was not counted: {e}"));
+    let (ok, out, _) = stack.xtask(&["down"]);
+    assert!(ok, "down failed:\n{out}");
+    for svc in &offline {
+        assert!(!podman.output(&["container", "exists", &container(svc)]).status.success(), "{svc} still exists after down");
+    }
+    let kept = format!("{PROJECT}-clickhouse-data");
+    assert!(podman.output(&["volume", "exists", &kept]).status.success(), "down removed the volume {kept}");
+    let (ok, out, _) = stack.xtask(&["deploy", "--offline", "--no-build", "--timeout", "180"]);
+    assert!(ok, "the second deploy failed:\n{out}");
+    let body = wait_for(Duration::from_secs(60), counted("\"count\":1")).unwrap_or_else(|e| panic!("the event did not survive down + deploy: {e}"));
+    eprintln!("ok the event survived down + deploy (ClickHouse volume): {}", body.trim());
+    let (ok, out, _) = stack.xtask(&["down", "--volumes"]);
+    assert!(ok, "down --volumes failed:\n{out}");
+    assert!(!podman.output(&["volume", "exists", &kept]).status.success(), "down --volumes left {kept}");
+    for net in ["frontend", "backend"] {
+        let n = format!("{PROJECT}-{net}");
+        assert!(!podman.output(&["network", "exists", &n]).status.success(), "down left the network {n}");
+    }
+    timings.push(("deploy, verify, persistence, down".into(), t.elapsed().as_secs_f64()));
 
     eprintln!("\n== timings");
     for (what, secs) in &timings {

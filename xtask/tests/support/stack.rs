@@ -33,6 +33,40 @@ pub fn text(b: &[u8]) -> String {
 }
 
 /// The test's stack: docker/stack.toml with `name = "v7test-rf"`, in a temp dir.
+/// The test stack's host port for a manifest host port: moved into 20000-29999
+/// (3000 -> 23000, 50051 -> 20051), away from a developer's stack on the same machine.
+pub fn test_host_port(port: u16) -> u16 {
+    20000 + port % 10000
+}
+
+/// `"127.0.0.1:3000:3000"` -> `"127.0.0.1:23000:3000"` in every `ports = [...]` line.
+pub fn shift_host_ports(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("ports") {
+            let mut shifted = String::new();
+            for (i, part) in line.split('"').enumerate() {
+                if i % 2 == 1 {
+                    let fields: Vec<&str> = part.split(':').collect();
+                    if let [ip, host, container] = fields.as_slice() {
+                        let host: u16 = host.parse().expect("numeric host port");
+                        shifted.push_str(&format!("\"{ip}:{}:{container}\"", test_host_port(host)));
+                        continue;
+                    }
+                    shifted.push_str(&format!("\"{part}\""));
+                } else {
+                    shifted.push_str(part);
+                }
+            }
+            out.push_str(&shifted);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 pub struct TestStack {
     pub dir: PathBuf,
     pub file: PathBuf,
@@ -60,6 +94,9 @@ impl TestStack {
             }
         }
         assert_eq!(replaced, 1, "docker/stack.toml has no `name = ...` line in [project]");
+        // Host ports moved into 20000-29999, so the deployed test stack never collides with a
+        // developer's stack on the same machine.
+        let out = shift_host_ports(&out);
         let dir = std::env::temp_dir().join(format!("{PROJECT}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("stack.toml");
@@ -246,7 +283,9 @@ impl Cleanup<'_> {
         for c in &containers {
             let _ = p.output(&["rm", "-f", "-v", "-t", "0", c]);
         }
-        let _ = p.output(&["network", "rm", "-f", &format!("{PROJECT}-probe")]);
+        for n in lines(&["network", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)) {
+            let _ = p.output(&["network", "rm", "-f", &n]);
+        }
         for v in lines(&["volume", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)) {
             let _ = p.output(&["volume", "rm", "-f", &v]);
         }
