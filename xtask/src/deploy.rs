@@ -210,8 +210,17 @@ pub fn deploy(runner: &Runner, podman: &Podman, stack: &Stack, root: &Path, offl
             }
         }
         let container = stack.container_name(name);
-        runner.run_captured(&podman.cmd().args(["rm", "-f", "-t", "5", "--ignore", &container]))?;
-        let out = runner.run_captured(&run_command(podman, stack, root, name, &image))?;
+        let remove = podman.cmd().args(["rm", "-f", "-t", "5", "--ignore", &container]);
+        runner.run_captured(&remove)?;
+        let run = run_command(podman, stack, root, name, &image);
+        let mut out = runner.run_captured(&run)?;
+        // podman 4.3 can release a removed container's name in its storage a moment after
+        // `rm` returns (seen when the old container was started with --rm); one more try.
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is already in use") {
+            runner.run_captured(&remove)?;
+            std::thread::sleep(Duration::from_secs(2));
+            out = runner.run_captured(&run)?;
+        }
         if !out.status.success() {
             let err = crate::command::last_line(&out.stderr);
             let hint = crate::podman_host::explain_failure(&err).map(|h| format!("\n  hint: {h}")).unwrap_or_default();

@@ -203,6 +203,17 @@ exit $rc
 
     // ------------------------------------------------------------------------------------------
     let t = phase("phase 5: `deploy --offline --no-build`, `verify`, data kept across `down` + `deploy`, `down --volumes`");
+    // Phase 3's containers carry the names deploy uses; remove them first, and wait until
+    // podman has let go of the names.
+    for svc in &offline {
+        let _ = podman.output(&["rm", "-f", "-t", "0", &container(svc)]);
+    }
+    wait_for(Duration::from_secs(30), || {
+        let left: Vec<&String> =
+            offline.iter().filter(|s| podman.output(&["container", "exists", &container(s)]).status.success()).collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("still there: {left:?}")) }
+    })
+    .unwrap();
     let (ok, out, secs) = stack.xtask(&["deploy", "--offline", "--no-build", "--timeout", "180"]);
     assert!(ok, "deploy failed:\n{out}");
     timings.push(("deploy (health-gated)".into(), secs));
