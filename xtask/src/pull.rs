@@ -401,6 +401,9 @@ pub struct Outcome {
     /// The source that delivered the image.
     pub source: Option<String>,
     pub error: Option<String>,
+    /// Size of the pulled image, asked for by the worker right after its pull (so the question
+    /// overlaps the other pulls instead of costing one more listing at the end).
+    pub size: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -634,22 +637,22 @@ fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) -> Out
         let cmd = pull_cmd(&ctx.podman, conf, image);
         for attempt in 1..=ctx.attempts {
             if ctx.stop.load(Ordering::SeqCst) {
-                return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some("interrupted".into()) };
+                return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some("interrupted".into()), size: None };
             }
             let remaining = ctx.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 last_error = format!("deadline reached; last error: {last_error}");
-                return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(last_error) };
+                return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(last_error), size: None };
             }
             let _ = tx.send(Event::State(idx, RowState::Pulling { source: source.label(), attempt, of: ctx.attempts }));
             attempts += 1;
             let class = match run_attempt(&cmd, ctx.timeout.min(remaining), ctx) {
                 AttemptEnd::Ok => {
-                    return Outcome { ok: true, attempts, seconds: started.elapsed().as_secs_f64(), source: Some(source.label()), error: None };
+                    return Outcome { ok: true, attempts, seconds: started.elapsed().as_secs_f64(), source: Some(source.label()), error: None, size: None };
                 }
                 AttemptEnd::Stopped => {
                     let why = if ctx.stop.load(Ordering::SeqCst) { "interrupted".to_string() } else { format!("deadline reached; last error: {last_error}") };
-                    return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(why) };
+                    return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(why), size: None };
                 }
                 AttemptEnd::TimedOut => {
                     last_error = format!("{}: attempt timed out after {} s", source.label(), ctx.timeout.min(remaining).as_secs());
@@ -677,14 +680,14 @@ fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) -> Out
             ));
             if !wait_until(until, ctx) {
                 let why = if ctx.stop.load(Ordering::SeqCst) { "interrupted".to_string() } else { format!("deadline reached; last error: {last_error}") };
-                return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(why) };
+                return Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(why), size: None };
             }
         }
         if is_last {
             break;
         }
     }
-    Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(last_error) }
+    Outcome { ok: false, attempts, seconds: started.elapsed().as_secs_f64(), source: None, error: Some(last_error), size: None }
 }
 
 fn render(image: &str, state: &RowState, now: Instant) -> String {
@@ -905,7 +908,11 @@ impl flags::Pull {
                     let _ = tx.send(Event::Finished(idx, Outcome { error: Some("interrupted".into()), ..Outcome::default() }));
                     continue;
                 }
-                let outcome = pull_one(&ctx, idx, &items[idx], &tx);
+                let mut outcome = pull_one(&ctx, idx, &items[idx], &tx);
+                if outcome.ok {
+                    let inspect = ctx.podman.cmd().args(["image", "inspect", "--format", "{{.Size}}"]).arg(pull_reference(&items[idx].needed.image));
+                    outcome.size = Runner::new(false).query(&inspect).ok().and_then(|s| s.trim().parse().ok());
+                }
                 let _ = tx.send(Event::Finished(idx, outcome));
             }));
         }
@@ -940,17 +947,10 @@ impl flags::Pull {
         }
         let interrupted = stop.load(Ordering::SeqCst);
 
-        // Sizes of what landed: one more listing.
-        let local_after = if outcomes.iter().flatten().any(|o| o.ok) {
-            list_local(&runner, &podman).unwrap_or_default()
-        } else {
-            local.clone()
-        };
         let reports: Vec<Report> = items
             .iter()
             .zip(&outcomes)
             .map(|(it, oc)| {
-                let now_local = find_local(&local_after, &it.needed.image).or(it.present.as_ref());
                 let status = match oc {
                     None if it.present.is_some() => "present",
                     None => "skipped",
@@ -961,7 +961,7 @@ impl flags::Pull {
                     image: it.needed.image.to_string(),
                     used_by: it.needed.used_by.clone(),
                     status: status.into(),
-                    size: now_local.map(|l| l.size),
+                    size: oc.as_ref().and_then(|o| o.size).or(it.present.as_ref().map(|l| l.size)),
                     sources: it.sources.iter().map(Source::label).collect(),
                     outcome: oc.clone().or_else(|| it.present.as_ref().map(|_| Outcome { ok: true, source: Some("local".into()), ..Outcome::default() })),
                 }
@@ -1233,7 +1233,7 @@ mod tests {
             status: "failed".into(),
             size: None,
             sources: vec!["mirror http://127.0.0.1:5001".into(), "docker.io".into()],
-            outcome: Some(Outcome { ok: false, attempts: 3, seconds: 1.5, source: None, error: Some("x: \"quoted\"\n".into()) }),
+            outcome: Some(Outcome { ok: false, attempts: 3, seconds: 1.5, source: None, error: Some("x: \"quoted\"\n".into()), size: None }),
         }];
         let mirrors = vec![(Mirror::parse("http://127.0.0.1:5001").unwrap(), Some("connection refused".into()))];
         let j = to_json(&reports, &mirrors, false, false, 2.0, Some(5000));
