@@ -105,11 +105,6 @@ pub fn run_command(podman: &Podman, stack: &Stack, root: &Path, service: &str, i
     cmd.args(svc.command.iter().cloned())
 }
 
-/// Whether to use registry-free images: the flag, the manifest's mode, or (auto) a probe.
-pub fn offline_mode(stack: &Stack, flag: bool) -> Result<bool> {
-    registry_free::use_registry_free(stack, flag)
-}
-
 impl flags::Deploy {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let root = crate::project_root();
@@ -117,7 +112,7 @@ impl flags::Deploy {
         if !self.dry_run {
             crate::prereq::ensure(sh, "deploy", crate::prereq::PODMAN)?;
         }
-        let offline = offline_mode(&stack, self.offline)?;
+        let offline = registry_free::use_registry_free(&stack, self.offline)?;
         let podman = Podman::prepare()?;
         let runner = Runner::new(self.dry_run);
         if !self.no_build {

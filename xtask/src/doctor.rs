@@ -13,7 +13,7 @@ use crate::podman_host::{self, Podman};
 use crate::proxy;
 
 impl flags::Doctor {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
         let facts = podman_host::gather_facts();
         println!("host: cgroups {:?}, runc {}, crun {}, hard nofile {}, hard nproc {}, systemd {}",
             facts.cgroups,
@@ -75,7 +75,6 @@ impl flags::Doctor {
             }
             Err(e) => println!("docker/stack.toml: {e:#}"),
         }
-        let _ = sh;
         Ok(())
     }
 }
