@@ -14,6 +14,7 @@ use xshell::Shell;
 
 use crate::build_inputs::{self, IgnoreRules};
 use crate::command::{Cmd, Runner};
+use crate::deploy::PROJECT_LABEL;
 use crate::flags;
 use crate::manifest::{MirrorPreset, Stack};
 use crate::mirror_rewrite;
@@ -22,6 +23,22 @@ use crate::proxy::{self, Proxies};
 
 /// The label that records what an image was built from.
 pub const INPUTS_LABEL: &str = "v7.inputs";
+
+/// The labels every build gets: the project (`v7.project=<project.name>`, so everything a
+/// project's builds leave behind can be found and removed by label) and the fingerprint of
+/// the inputs.
+///
+/// podman 4.3.1 (buildah 1.28.2) puts `--label` on EVERY image a `--layers` build commits: the
+/// builder stages' images and each step's intermediate image too, not only the tagged result
+/// (checked with a two-stage Containerfile: all six images it made carried the label, and
+/// `podman images -a --filter label=v7.project=NAME` listed them all). Labels are not part of
+/// the layer cache key: a build with another project label reused those intermediates ("Using
+/// cache"), so a shared intermediate keeps the label of the project that made it first.
+fn with_labels(mut b: ImageBuild, project: &str, inputs: String) -> ImageBuild {
+    b.labels.push((PROJECT_LABEL.to_string(), project.to_string()));
+    b.labels.push((INPUTS_LABEL.to_string(), inputs));
+    b
+}
 
 /// One image build, as data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,7 +249,7 @@ fn build_one(b: &ImageBuild, cmd: &Cmd, log: &Path) -> Result<f64, String> {
 /// build goes to `.v7/build/<project>/<service>.log`; a failure prints the log's tail.
 pub fn run_builds(runner: &Runner, podman: &Podman, proxies: &Proxies, project: &str, builds: Vec<ImageBuild>, force: bool) -> Result<()> {
     let mut to_run = Vec::new();
-    for mut b in builds {
+    for b in builds {
         let fp = b.fingerprint()?;
         let current = runner
             .query(&podman.cmd().args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{INPUTS_LABEL}\"}}}}"), &b.image]))
@@ -241,8 +258,7 @@ pub fn run_builds(runner: &Runner, podman: &Podman, proxies: &Proxies, project: 
             eprintln!("{}: unchanged since {} was built (inputs {fp}); skipped (--force rebuilds)", b.service, b.image);
             continue;
         }
-        b.labels.push((INPUTS_LABEL.to_string(), fp));
-        to_run.push(b);
+        to_run.push(with_labels(b, project, fp));
     }
     if to_run.is_empty() {
         return Ok(());
@@ -289,11 +305,12 @@ mod tests {
             dockerfile: "/repo/backend/Dockerfile".into(),
             ignorefile: Some("/repo/backend/.dockerignore".into()),
             build_args: vec![("A".into(), "1".into())],
-            labels: vec![(INPUTS_LABEL.into(), "abc-3".into())],
+            labels: vec![("v7.mode".into(), "registry-free".into())],
             pull_never: true,
             volumes: vec!["/h/vendor:/deps/cargo-vendor:ro".into()],
             extra_inputs: vec!["sha256:base".into()],
         };
+        let b = with_labels(b, "v7test-x", "abc-3".into());
         let podman = Podman::fixed(&[("CONTAINERS_CONF", "/c.conf")]);
         let proxies = Proxies { http: Some("http://u:pw@proxy:3128".into()), ..Default::default() };
         let cmd = b.command(&podman, &proxies);
@@ -301,7 +318,8 @@ mod tests {
             cmd.args,
             [
                 "build", "--format", "docker", "--layers", "-t", "ghcr.io/x/backend:latest", "-f", "/repo/backend/Dockerfile",
-                "--ignorefile", "/repo/backend/.dockerignore", "--build-arg", "A=1", "--label", "v7.inputs=abc-3",
+                "--ignorefile", "/repo/backend/.dockerignore", "--build-arg", "A=1", "--label", "v7.mode=registry-free",
+                "--label", "v7.project=v7test-x", "--label", "v7.inputs=abc-3",
                 "-v", "/h/vendor:/deps/cargo-vendor:ro", "--pull=never", "/repo"
             ]
         );

@@ -22,7 +22,8 @@ use crate::podman_host::Podman;
 use crate::registry_free;
 use crate::text_format::json_str;
 
-/// Label on everything deploy creates, so status/down find exactly what is ours.
+/// Label on everything deploy creates, so status/down find exactly what is ours. Builds put it
+/// on every image they commit too, intermediates included (`build.rs`, `registry_free.rs`).
 pub const PROJECT_LABEL: &str = "v7.project";
 
 /// What runs where: the image of each service in the chosen mode, or why it is left out.
@@ -130,6 +131,7 @@ impl flags::Deploy {
                     attempts: None,
                     registry_mirror: Vec::new(),
                     image: Vec::new(),
+                    no_relay: false,
                     json: false,
                     dry_run: self.dry_run,
                 }

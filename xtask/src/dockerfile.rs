@@ -250,7 +250,7 @@ pub fn external_images(
     };
     let is_stage = |stages: &[String], name: &str| {
         let lower = name.to_ascii_lowercase();
-        stages.iter().any(|s| *s == lower) || name.parse::<usize>().is_ok_and(|n| n < stages.len())
+        stages.contains(&lower) || name.parse::<usize>().is_ok_and(|n| n < stages.len())
     };
 
     for ins in instructions(text) {

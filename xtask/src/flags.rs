@@ -38,6 +38,9 @@ xflags::xflags! {
             repeated --registry-mirror url: String
             /// Pull these images instead of the ones the stack needs; repeat for more.
             repeated --image reference: String
+            /// Let podman talk to plain-HTTP registries directly, without the loopback relay
+            /// that fetches ahead and retries single requests (xtask/src/pull_relay.rs).
+            optional --no-relay
             /// Print the result as JSON on stdout (the live display goes to stderr).
             optional --json
             /// Print the podman commands instead of running them.

@@ -23,6 +23,7 @@ mod podman_host;
 mod prereq;
 mod proxy;
 mod pull;
+mod pull_relay;
 mod registry_free;
 mod registry_mirrors;
 mod test_suite;

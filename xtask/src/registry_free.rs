@@ -30,6 +30,7 @@ use xshell::{cmd, Shell};
 
 use crate::build::{self, ImageBuild};
 use crate::command::{Cmd, Runner};
+use crate::deploy::PROJECT_LABEL;
 use crate::image_ref::ImageRef;
 use crate::manifest::{Mode, Stack};
 use crate::podman_host::{self, Podman};
@@ -320,6 +321,8 @@ pub fn base_commands(podman: &Podman, stack: &Stack, root: &Path, work: &Path, l
     let debcache = offline_dir().join("debcache");
     let image = base_image(stack);
     let mut import = podman.cmd().args(["import", "--change", "CMD [\"/bin/bash\"]", "--change", "ENV LANG=C.UTF-8"]);
+    // The project label like every build's (build.rs); images built FROM the base inherit it.
+    import = import.arg("--change").arg(format!("LABEL {PROJECT_LABEL}=\"{}\"", stack.project.name));
     for (k, v) in labels {
         import = import.arg("--change").arg(format!("LABEL {k}=\"{v}\""));
     }
@@ -448,6 +451,7 @@ mod tests {
         );
         assert_eq!(shown[2], "sh /repo/docker/base/customize.sh /w/rootfs /w/facts");
         assert_eq!(shown[3], "tar --numeric-owner --xattrs --acls -C /w/rootfs -cf /w/rootfs.tar .");
+        assert!(shown[4].contains("--change 'LABEL v7.project=\"v7\"'"), "{}", shown[4]);
         assert!(shown[4].contains("--change 'LABEL org.v7.base.suite=\"bookworm\"'"), "{}", shown[4]);
         assert!(shown[4].ends_with("/w/rootfs.tar localhost/v7-offline/base:bookworm"), "{}", shown[4]);
         assert_eq!(security_mirror("http://mirrors.aliyun.com/debian/"), "http://mirrors.aliyun.com/debian-security");

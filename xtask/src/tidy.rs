@@ -144,7 +144,7 @@ fn both_recipes_of_a_service_install_the_same_binary_for_the_same_user() {
     for (name, svc) in stack.built_services().map(|(n, s, _)| (n, s)) {
         let Some(offline) = svc.offline.as_ref().and_then(|o| o.dockerfile.as_deref()) else { continue };
         let last = |file: &str, kw: &str| -> String {
-            instructions(&read(file)).into_iter().filter(|i| i.keyword == kw).map(|i| i.args).last().unwrap_or_default()
+            instructions(&read(file)).into_iter().filter(|i| i.keyword == kw).map(|i| i.args).next_back().unwrap_or_default()
         };
         let production = &svc.build.as_ref().unwrap().dockerfile;
         // Services whose health check is their own binary must install it at the same path.

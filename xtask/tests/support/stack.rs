@@ -2,8 +2,9 @@
 //! `docker/stack.toml` under the test's own project name, the real xtask run with it, podman
 //! calls configured like the xtask's, a tiny HTTP client, and the Drop guard that removes every
 //! container, network, volume and image the test made (all named `v7test-rf-...` /
-//! `localhost/v7test-rf-offline/...`; never a prune). The caches under `.v7/offline/` stay: they
-//! are the xtask's and make reruns fast.
+//! `localhost/v7test-rf-offline/...`, and the untagged build intermediates labelled
+//! `v7.project=v7test-rf`; never a prune). The caches under `.v7/offline/` stay: they are the
+//! xtask's and make reruns fast.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -262,9 +263,11 @@ impl Podman {
 
 /// Removes, on drop (so also when a phase panics) and when called, everything of the test's
 /// project: containers `v7test-rf-*` (with their anonymous volumes), the network
-/// `v7test-rf-probe`, volumes `v7test-rf-*`, the images `localhost/v7test-rf-offline/*` and the
+/// `v7test-rf-probe`, volumes `v7test-rf-*`, the images `localhost/v7test-rf-offline/*`, the
 /// untagged intermediate images their builds left that sit on the test's base image (found by
-/// the base's root layer, which no other image has). Nothing else is touched.
+/// the base's root layer, which no other image has), and then every image labelled
+/// `v7.project=v7test-rf` (builder stages and step intermediates included; see
+/// `remove_project_images`). Nothing else is touched.
 pub struct Cleanup<'a> {
     pub podman: &'a Podman,
     /// `project.debian_suite`: the base image's tag.
@@ -317,10 +320,51 @@ impl Cleanup<'_> {
                 !out.status.success() && p.output(&["image", "exists", r]).status.success()
             });
         }
+        // Then what the root layer cannot find, e.g. intermediates of an earlier run whose base
+        // is already gone: every image the project's builds labelled.
+        let labelled_left = remove_project_images(p, PROJECT);
+        left.retain(|r| p.output(&["image", "exists", r]).status.success());
+        left.extend(labelled_left);
         if !containers.is_empty() || !left.is_empty() {
             eprintln!("cleanup: removed containers {containers:?}; images not removable: {left:?}");
         }
     }
+}
+
+/// Removes every image labelled `v7.project=<project>`, dangling ones included: the xtask's
+/// builds put that label on every image they commit, the intermediates of builder stages and of
+/// each step too (podman's `--label` lands on all of them), and so does the registry-free base.
+/// Images without the label are never touched: `--no-prune` keeps `rmi` from also taking an
+/// untagged parent, which may be another project's cached intermediate. Returns what is left
+/// (e.g. an image still used by a container, or tagged in several repositories).
+pub fn remove_project_images(p: &Podman, project: &str) -> Vec<String> {
+    let filter = format!("label=v7.project={project}");
+    let list = || -> Vec<String> {
+        let mut ids: Vec<String> = text(&p.output(&["images", "-a", "-q", "--filter", &filter]).stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    // Several rounds: a parent may refuse while a child is still there.
+    let mut ids = list();
+    for _ in 0..5 {
+        if ids.is_empty() {
+            break;
+        }
+        for id in &ids {
+            let _ = p.output(&["rmi", "--no-prune", id]);
+        }
+        let now = list();
+        if now == ids {
+            break;
+        }
+        ids = now;
+    }
+    ids
 }
 
 impl Drop for Cleanup<'_> {
