@@ -728,7 +728,8 @@ fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) -> Out
             let cmd = match relay {
                 Some(r) => {
                     // Layers ahead only for an image that is not here at all (pull_relay.rs).
-                    r.relay.expect(&image.repository, item.present.is_none());
+                    let reference = image.digest.clone().or_else(|| image.tag.clone()).unwrap_or_else(|| "latest".into());
+                    r.relay.expect(&image.repository, &reference, item.present.is_none());
                     if !relayed.iter().any(|x: &&RelayUse| std::ptr::eq(*x, r)) {
                         relayed.push(r);
                     }
@@ -973,6 +974,14 @@ impl flags::Pull {
                 }
                 let labels: Vec<String> = item.sources.iter().map(Source::label).collect();
                 println!("# {}: from {}", item.needed.image, labels.join(", then "));
+                for src in &item.sources {
+                    if !self.no_relay && relay_upstream(src, &HashMap::new()).is_some() {
+                        println!(
+                            "#   {} is plain HTTP: podman pulls it through a loopback relay that fetches ahead and retries single requests (--no-relay: directly)",
+                            src.label()
+                        );
+                    }
+                }
                 for s in &item.sources {
                     let conf = match s {
                         Source::Mirror(m) => mirror_confs.get(&m.url).cloned(),
