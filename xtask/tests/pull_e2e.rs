@@ -362,3 +362,51 @@ fn ctrl_c_stops_pulls_and_leaves_nothing_half_pulled() {
     let left: Vec<_> = std::fs::read_dir(&relay_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_deadline_stops_a_pull_that_hangs() {
+    let mut s = Setup::new(&[("hung", 1)]);
+    let image = s.via_proxy("hung");
+    // Every blob hangs for 60 s; the whole pull may take 3 s.
+    s.proxy.faults(r#"{"rules": [{"path": "/blobs/", "method": "GET", "action": "delay", "ms": 60000}]}"#);
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--deadline", "3", "--image", &image]);
+    assert!(!ok, "{err}");
+    assert!(out.contains("\"ok\": false"), "{out}");
+    assert_eq!(json_string_after(&out, &image, "status").as_deref(), Some("failed"), "{out}");
+    assert!(err.contains(&format!("  {image}: deadline reached")), "{err}");
+    assert!(!image_exists(&image));
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&format!("pull {image}")), "a podman pull is still running");
+}
+
+#[test]
+fn a_terminal_gets_a_live_display_and_a_log_gets_plain_lines() {
+    let mut s = Setup::new(&[("live1", 1), ("live2", 1)]);
+    let a = s.via_proxy("live1");
+    let b = s.via_proxy("live2");
+    s.proxy.faults(r#"{"delay_ms": 100, "rules": [{"path": "/live2/manifests/", "action": "status", "status": 503, "times": 1}]}"#);
+    // A pseudo-terminal from script(1): one line per image, redrawn in place.
+    let xtask = env!("CARGO_BIN_EXE_xtask");
+    let inner = format!("{xtask} pull --image {a} --image {b}");
+    let out = s
+        .xtask
+        .program("script", &["-qec", &inner, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("CI")
+        .env("COLUMNS", "200")
+        .output()
+        .expect("script(1) from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\x1b[2A"), "no redraw of the two lines: {text:?}");
+    assert!(text.contains("\x1b[2K"), "{text:?}");
+    assert!(text.contains(&format!("{a}: done")) && text.contains(&format!("{b}: done")), "{text:?}");
+    assert!(text.contains("[relay: 1 request retried"), "{text:?}");
+
+    // Not a terminal (or NO_COLOR / CI set): plain lines, no escape sequences.
+    s.images.remove_now();
+    let (ok, out, err, _) = s.xtask.run(&["pull", "--image", &a]);
+    assert!(ok, "{err}");
+    assert!(!err.contains('\x1b') && !out.contains('\x1b'), "{err:?}");
+    assert!(err.contains(&format!("{a}: pulling from")) && err.contains(&format!("{a}: done")), "{err}");
+}

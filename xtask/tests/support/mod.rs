@@ -291,7 +291,12 @@ impl Xtask {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        self.program(env!("CARGO_BIN_EXE_xtask"), args)
+    }
+
+    /// Another program (e.g. script(1) wrapping the xtask) with the xtask's environment.
+    pub fn program(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
         c.args(args)
             .env("V7_STATE_DIR", self.state.path().join("v7"))
             .env("CONTAINERS_REGISTRIES_CONF", &self.registries_conf)
