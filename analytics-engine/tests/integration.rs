@@ -371,13 +371,9 @@ async fn starts_with_every_dependency_missing() {
         .unwrap()
         .into_inner();
     assert_eq!(ping.events_ingested, 0);
-    let started = std::time::Instant::now();
+    // With NATS and ClickHouse down, the engine must still stop: `shutdown` fails the test if it
+    // hangs (a guard, not a timing; durations belong to benchmarks).
     engine.shutdown().await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "shutdown took {:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

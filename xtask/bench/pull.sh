@@ -127,7 +127,8 @@ echo
 echo "medians over $RUNS runs: seed ${m_seed} s, podman x5 in parallel ${m_par} s, xtask ${m_xt} s, xtask --no-relay ${m_nr} s,"
 echo "  slowest single podman pull ${m_slow} s, slowest single xtask pull ${m_slowx} s, xtask peak RSS ${m_rss} KiB"
 printf 'xtask vs seed loop: %.2fx faster (goal >= 3)\n' "$(echo "$m_seed / $m_xt" | bc -l)"
-printf 'xtask / slowest single podman pull: %.2f (goal <= 1.3)\n' "$(echo "$m_xt / $m_slow" | bc -l)"
+printf 'xtask / slowest single podman pull: %.2f (goal <= 1.3); per run: %s\n' "$(echo "$m_xt / $m_slow" | bc -l)" \
+  "$(awk '{printf "%.2f ", $3 / $5}' "$WORK/rows")"
 printf 'xtask / five podman pulls started at once: %.2f\n' "$(echo "$m_xt / $m_par" | bc -l)"
 printf 'xtask --no-relay vs seed loop: %.2fx faster; / slowest single podman pull: %.2f\n' \
   "$(echo "$m_seed / $m_nr" | bc -l)" "$(echo "$m_nr / $m_slow" | bc -l)"

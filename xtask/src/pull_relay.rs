@@ -47,8 +47,10 @@ use regex_lite::Regex;
 
 /// Requests to the registry per podman request, the first one included.
 pub const TRIES: u32 = 5;
-/// Blob downloads in flight at once, per relay.
-const BLOB_STREAMS: usize = 8;
+/// Blob downloads in flight at once, per relay: every layer of every image `--jobs` pulls at
+/// once (podman itself fetches up to 6 layers per image at a time), so a slot never costs a
+/// round trip; the bound is there for images with dozens of layers.
+const BLOB_STREAMS: usize = 32;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Silence on a connection for this long counts as a failed request.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
