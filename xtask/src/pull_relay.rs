@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -244,12 +244,16 @@ struct Shared {
     retries: Mutex<HashMap<String, Retries>>,
     /// Repositories whose layers are fetched ahead.
     layers_ahead: Mutex<HashSet<String>>,
-    /// The last Authorization podman sent per repository, for the requests made ahead of it.
-    auth: Mutex<HashMap<String, String>>,
     streams: Mutex<usize>,
     stream_freed: Condvar,
     /// The upstream answered something that is not plain HTTP (TLS, most likely).
     not_http: AtomicBool,
+    /// Names blob files.
+    files: AtomicU64,
+    /// The upstream has given an HTTP answer: it speaks plain HTTP.
+    answered: AtomicBool,
+    /// The TLS question ([`speaks_tls`]) has been asked.
+    tls_asked: AtomicBool,
     seed: Mutex<u64>,
 }
 
@@ -274,10 +278,12 @@ impl Relay {
             entries: Mutex::new(HashMap::new()),
             retries: Mutex::new(HashMap::new()),
             layers_ahead: Mutex::new(HashSet::new()),
-            auth: Mutex::new(HashMap::new()),
             streams: Mutex::new(0),
             stream_freed: Condvar::new(),
             not_http: AtomicBool::new(false),
+            files: AtomicU64::new(0),
+            answered: AtomicBool::new(false),
+            tls_asked: AtomicBool::new(false),
             seed: Mutex::new(seed),
         });
         let s = Arc::clone(&shared);
@@ -356,18 +362,8 @@ fn serve(s: &Arc<Shared>, conn: TcpStream) -> std::io::Result<()> {
             ],
             body: Body::Bytes(b"{}".to_vec()),
         }),
-        Route::Manifest { name, reference } => {
-            if let Some(a) = &authorization {
-                s.auth.lock().unwrap().insert(name.clone(), a.clone());
-            }
-            manifest(s, &name, &reference, &accept, authorization.as_deref())
-        }
-        Route::Blob { name, digest } => {
-            if let Some(a) = &authorization {
-                s.auth.lock().unwrap().insert(name.clone(), a.clone());
-            }
-            blob(s, &name, &digest, authorization.as_deref())
-        }
+        Route::Manifest { name, reference } => manifest(s, &name, &reference, &accept, authorization.as_deref()),
+        Route::Blob { name, digest } => blob(s, &name, &digest, authorization.as_deref()),
         Route::Other => Arc::new(Answer {
             status: 404,
             reason: "Not Found".into(),
@@ -378,8 +374,16 @@ fn serve(s: &Arc<Shared>, conn: TcpStream) -> std::io::Result<()> {
     write_answer(conn, &answer, head_only)
 }
 
+/// What was fetched is kept per credential: an answer fetched with podman's Authorization is
+/// only ever handed to a request that brings the same header (another local process cannot
+/// read a private image through the relay), and the blobs fetched ahead use the credential of
+/// the manifest request that named them. Keys stay in memory; they are never printed.
+fn key(kind: &str, id: &str, auth: Option<&str>) -> String {
+    format!("{kind} {id}\n{}", auth.unwrap_or(""))
+}
+
 fn manifest(s: &Arc<Shared>, name: &str, reference: &str, accept: &[(String, String)], auth: Option<&str>) -> Arc<Answer> {
-    let key = format!("manifest {name} {reference}");
+    let key = key("manifest", &format!("{name}:{reference}"), auth);
     let mut headers: Vec<(String, String)> = accept.to_vec();
     if let Some(a) = auth {
         headers.push(("Authorization".into(), a.to_string()));
@@ -408,11 +412,12 @@ fn manifest(s: &Arc<Shared>, name: &str, reference: &str, accept: &[(String, Str
 }
 
 fn blob(s: &Arc<Shared>, name: &str, digest: &str, auth: Option<&str>) -> Arc<Answer> {
-    let key = format!("blob {digest}");
-    let auth = auth.map(str::to_string).or_else(|| s.auth.lock().unwrap().get(name).cloned());
-    let headers: Vec<(String, String)> = auth.into_iter().map(|a| ("Authorization".to_string(), a)).collect();
+    let key = key("blob", digest, auth);
+    let headers: Vec<(String, String)> = auth.into_iter().map(|a| ("Authorization".to_string(), a.to_string())).collect();
     let path = s.upstream.path(name, "blobs", digest);
-    let file = s.dir.join(digest.trim_start_matches("sha256:"));
+    // One file per fetch: the same blob fetched under two credentials is two files.
+    let n = s.files.fetch_add(1, Ordering::SeqCst);
+    let file = s.dir.join(format!("{}-{n}", digest.trim_start_matches("sha256:")));
     let short = &digest[..digest.len().min(19)];
     let what = format!("blob {short}");
     once(s, &key, || {
@@ -491,6 +496,14 @@ fn fetch(s: &Shared, name: &str, what: &str, path: &str, headers: &[(String, Str
             }
             Err(e) => {
                 last = Answer::failure(&format!("{what}: {e}"));
+                // A TLS server closes on a plain request without a word (OpenSSL does): before
+                // any HTTP answer, ask once whether it speaks TLS instead.
+                if !s.answered.load(Ordering::SeqCst) && !s.tls_asked.swap(true, Ordering::SeqCst) && speaks_tls(&s.upstream) {
+                    s.not_http.store(true, Ordering::SeqCst);
+                }
+                if s.not_http.load(Ordering::SeqCst) {
+                    return last; // asking again will not make it speak HTTP
+                }
                 (e, None)
             }
         };
@@ -545,6 +558,7 @@ fn fetch_once(s: &Shared, path: &str, headers: &[(String, String)], file: Option
         s.not_http.store(true, Ordering::SeqCst);
         return Err("the registry does not answer plain HTTP".into());
     }
+    s.answered.store(true, Ordering::SeqCst);
     let mut sl = status_line.splitn(3, ' ');
     let _version = sl.next();
     let status: u16 = sl.next().and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad status line {status_line:?}"))?;
@@ -600,11 +614,41 @@ fn fetch_once(s: &Shared, path: &str, headers: &[(String, String)], file: Option
     Ok(Answer { status, reason, headers, body })
 }
 
-/// The request or status line and the headers, up to the empty line.
+/// Does `up` answer a TLS ClientHello with a TLS record (a handshake or an alert)? A minimal
+/// TLS 1.2 hello, written out by hand: any TLS server answers it with a ServerHello or, not
+/// liking the offer, an alert; both start with a record header `0x16|0x15, 0x03`.
+fn speaks_tls(up: &Upstream) -> bool {
+    let Some(addr) = (up.host.as_str(), up.port).to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) else { return false };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let suites: [u8; 8] = [0xc0, 0x2f, 0xc0, 0x2b, 0x00, 0x9c, 0x00, 0x2f];
+    let mut hello = vec![0x03, 0x03];
+    hello.extend([0x42; 32]); // random
+    hello.push(0); // no session id
+    hello.extend([0, suites.len() as u8]);
+    hello.extend(suites);
+    hello.extend([1, 0]); // null compression
+    let mut handshake = vec![0x01, 0, 0, hello.len() as u8];
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01, 0, handshake.len() as u8];
+    record.extend(handshake);
+    if conn.write_all(&record).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 2];
+    conn.read_exact(&mut head).is_ok() && (head[0] == 0x16 || head[0] == 0x15) && head[1] == 0x03
+}
+
+/// The request or status line and the headers, up to the empty line. Bytes that are not text
+/// (a TLS alert where HTTP was expected) come back as a first line that does not say `HTTP/`.
 fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(String, String)>)> {
-    let mut first = String::new();
-    if reader.read_line(&mut first)? == 0 {
+    let mut raw = Vec::new();
+    if reader.read_until(b'\n', &mut raw)? == 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before an answer"));
+    }
+    let first = String::from_utf8_lossy(&raw).into_owned();
+    if !first.is_ascii() || !first.ends_with('\n') {
+        return Ok((first, Vec::new()));
     }
     let mut headers = Vec::new();
     loop {
@@ -703,6 +747,15 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_kept_per_credential() {
+        let d = "sha256:ab";
+        assert_ne!(key("blob", d, Some("Bearer a")), key("blob", d, None), "a private blob must not reach a request without credentials");
+        assert_ne!(key("blob", d, Some("Bearer a")), key("blob", d, Some("Bearer b")));
+        assert_eq!(key("blob", d, None), key("blob", d, None));
+        assert_ne!(key("manifest", "a:1", None), key("blob", "a:1", None));
+    }
+
+    #[test]
     fn request_backoff_is_short_and_capped() {
         assert_eq!(backoff(1, 0.0), Duration::from_millis(100));
         assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
@@ -720,5 +773,8 @@ mod tests {
         r.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "body");
         assert!(read_head(&mut std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nX: 1\r\n".to_vec())).is_err());
+        // A TLS alert where an HTTP answer was expected.
+        let (line, _) = read_head(&mut std::io::Cursor::new(b"\x15\x03\x03\x00\x02\x02\x46".to_vec())).unwrap();
+        assert!(!line.starts_with("HTTP/"));
     }
 }

@@ -410,3 +410,47 @@ fn a_terminal_gets_a_live_display_and_a_log_gets_plain_lines() {
     assert!(!err.contains('\x1b') && !out.contains('\x1b'), "{err:?}");
     assert!(err.contains(&format!("{a}: pulling from")) && err.contains(&format!("{a}: done")), "{err}");
 }
+
+#[test]
+fn a_loopback_registry_that_speaks_tls_is_pulled_directly() {
+    // A real TLS server (openssl s_server, a throwaway self-signed certificate) where a
+    // loopback registry is expected to speak plain HTTP: the relay finds out at its first
+    // request, and the pull goes to podman directly, whose error then names the certificate.
+    let dir = TempDir::new("tls");
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = free_port();
+    let _server = Proc(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "openssl s_server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let image = format!("127.0.0.1:{port}/v7test-pull/tls:1");
+    let xtask = Xtask::new(&[]);
+    let (ok, out, err, _) = xtask.run(&["pull", "--json", "--attempts", "1", "--image", &image]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("it does not answer plain HTTP: pulling directly"), "{err}");
+    let last = err.lines().last().unwrap_or("").to_ascii_lowercase();
+    assert!(last.contains("certificate") || last.contains("x509"), "{err}");
+    assert_eq!(json_number_after(&out, &image, "attempts"), Some(2.0), "{out}");
+    assert!(!image_exists(&image));
+}
