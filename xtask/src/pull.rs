@@ -20,6 +20,11 @@
 //!    `HEAD` of the manifest (std-only HTTP, plain-HTTP registries only; otherwise the backoff
 //!    applies: podman has already honoured Retry-After inside its own attempt).
 //!    Each attempt has a timeout (`--timeout`, 300 s) and all of it a deadline (`--deadline`).
+//!    A plain-HTTP source (an `http://` mirror, a registry on loopback) is pulled through the
+//!    loopback relay of `pull_relay.rs` unless `--no-relay`: it fetches ahead and retries single
+//!    requests, so a failed request no longer costs a whole attempt. When podman's pull through
+//!    the relay ends in 401/403, or the "plain-HTTP" registry turns out to speak TLS, the same
+//!    attempt is made again directly ([`is_auth_error`]).
 //! 4. Mirrors are probed once (`GET /v2/`, 2 s connect, 3 s answer) before any pull: a dead
 //!    mirror costs seconds once, and is skipped for every image.
 //! 5. Ctrl-C (SIGINT/SIGTERM): running pulls get SIGTERM (SIGKILL after 5 s); podman stores an
