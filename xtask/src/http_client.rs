@@ -1,9 +1,11 @@
 //! A small HTTP/1.1 client over std's TcpStream, for health probes, `verify` and registry
 //! reachability checks (plain http only: everything it talks to is on this host or a mirror
-//! probe). Avoid adding dependencies: an HTTP crate would cost more compile time than
-//! the whole of this file is worth.
+//! probe). Its head parsing ([`read_head`], [`status_of`]) is also what the pull relay
+//! (`pull_relay.rs`) reads podman's requests and the registry's streamed answers with. Avoid
+//! adding dependencies: an HTTP crate would cost more compile time than the whole of this file
+//! is worth.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -85,21 +87,49 @@ pub fn get(url: &str, timeout: Duration) -> Result<Response> {
 }
 
 pub fn parse_response(raw: &[u8]) -> Result<Response> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no end of headers"))?;
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or("");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let mut cursor = std::io::Cursor::new(raw);
+    let (status_line, headers) = read_head(&mut cursor).context("no end of headers")?;
+    let (status, _) = status_of(&status_line).ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let body = String::from_utf8_lossy(&raw[cursor.position() as usize..]);
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    let body = if chunked { dechunk(&body)? } else { body.into_owned() };
     Ok(Response { status, headers, body })
+}
+
+/// `HTTP/1.1 503 Service Unavailable` -> (503, "Service Unavailable").
+pub fn status_of(line: &str) -> Option<(u16, String)> {
+    let mut parts = line.splitn(3, ' ');
+    parts.next().filter(|v| v.starts_with("HTTP/"))?;
+    let status = parts.next()?.trim().parse().ok()?;
+    Some((status, parts.next().unwrap_or("").trim().to_string()))
+}
+
+/// The request or status line and the headers, up to the empty line. Bytes that are not text
+/// (a TLS alert where HTTP was expected) come back as a first line that does not say `HTTP/`.
+pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(String, String)>)> {
+    let mut raw = Vec::new();
+    if reader.read_until(b'\n', &mut raw)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before an answer"));
+    }
+    let first = String::from_utf8_lossy(&raw).into_owned();
+    if !first.is_ascii() || !first.ends_with('\n') {
+        return Ok((first, Vec::new()));
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in the headers"));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok((first.trim_end().to_string(), headers))
 }
 
 fn dechunk(mut body: &str) -> Result<String> {
@@ -131,5 +161,25 @@ mod tests {
         assert_eq!((r.status, r.header("retry-after"), r.body.as_str()), (503, Some("4"), "{\"x\":1}"));
         let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!(r.body, "abcde");
+        assert_eq!(status_of("HTTP/1.0 429 Too Many Requests"), Some((429, "Too Many Requests".into())));
+        assert_eq!(status_of("HTTP/1.1 200"), Some((200, String::new())));
+        assert_eq!(status_of("\u{15}\u{3}"), None);
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nX: 1\r\n").is_err(), "no end of headers");
     }
+
+    #[test]
+    fn heads_are_read_up_to_the_empty_line() {
+        let mut r = std::io::Cursor::new(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nX: a:b\r\n\r\nbody".to_vec());
+        let (line, headers) = read_head(&mut r).unwrap();
+        assert_eq!(line, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(headers, vec![("Retry-After".into(), "2".into()), ("X".into(), "a:b".into())]);
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "body");
+        assert!(read_head(&mut std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nX: 1\r\n".to_vec())).is_err());
+        // A TLS alert where an HTTP answer was expected.
+        let (line, _) = read_head(&mut std::io::Cursor::new(b"\x15\x03\x03\x00\x02\x02\x46".to_vec())).unwrap();
+        assert!(!line.starts_with("HTTP/"));
+    }
+
 }

@@ -359,38 +359,21 @@ fn probe_mirror(m: &Mirror) -> Result<(), String> {
         let addr = (host.as_str(), port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
         return TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ()).map_err(|e| e.to_string());
     }
-    let prefix = m.location.split_once('/').map(|(_, p)| format!("/{p}")).unwrap_or_default();
-    let _ = prefix; // registries serve /v2/ at the root even with a namespace in `location`
+    // Registries serve /v2/ at the root, even with a namespace in `location`.
     http_client::request_to(&host, port, "GET", "/v2/", &[], None, Duration::from_secs(2), Duration::from_secs(3))
         .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }
 
-/// Asks a plain-HTTP registry for the manifest once, to read a 429's Retry-After.
+/// Asks a plain-HTTP registry (the ones a relay could serve) for the manifest once, to read a
+/// 429's Retry-After.
 fn probe_retry_after(source: &Source, image: &ImageRef) -> Option<Duration> {
-    let (host, port, repo_prefix) = match source {
-        Source::Mirror(m) if m.insecure => {
-            let (h, p) = m.host_port();
-            let ns = m.location.split_once('/').map(|(_, p)| format!("{p}/")).unwrap_or_default();
-            (h, p, ns)
-        }
-        Source::Origin(r) if registry_mirrors::is_loopback_registry(r) => {
-            let m = Mirror::parse(&format!("http://{r}")).ok()?;
-            let (h, p) = m.host_port();
-            (h, p, String::new())
-        }
-        _ => return None,
-    };
+    let (_, up) = relay_upstream(source, &HashMap::new())?;
     let reference = image.digest.clone().or_else(|| image.tag.clone())?;
-    let path = format!("/v2/{repo_prefix}{}/manifests/{reference}", image.repository);
-    let accept = [
-        ("Accept", "application/vnd.oci.image.index.v1+json"),
-        ("Accept", "application/vnd.oci.image.manifest.v1+json"),
-        ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
-        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
-    ];
+    let accept: Vec<(&str, &str)> = pull_relay::MANIFEST_TYPES.iter().map(|t| ("Accept", *t)).collect();
+    let path = up.path(&image.repository, "manifests", &reference);
     let answer =
-        http_client::request_to(&host, port, "HEAD", &path, &accept, None, Duration::from_secs(2), Duration::from_secs(5)).ok()?;
+        http_client::request_to(&up.host, up.port, "HEAD", &path, &accept, None, Duration::from_secs(2), Duration::from_secs(5)).ok()?;
     if answer.status != 429 {
         return None;
     }
@@ -668,10 +651,17 @@ fn wait_until(until: Instant, ctx: &Ctx) -> bool {
     true
 }
 
-struct Jitter(u64);
+/// Jitter for backoffs, in [0, 1): xorshift64*, seeded from the clock and a salt so that
+/// concurrent workers (and the relay's requests) do not wait in step. Not for anything secret.
+pub struct Jitter(u64);
 
 impl Jitter {
-    fn next(&mut self) -> f64 {
+    pub fn seeded(salt: u64) -> Jitter {
+        let clock = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(7);
+        Jitter((clock ^ salt.wrapping_mul(0x9E37_79B9)) | 1)
+    }
+
+    pub fn next(&mut self) -> f64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -690,10 +680,7 @@ pub fn pull_cmd(podman: &Podman, registries_conf: Option<&Path>, image: &ImageRe
 
 fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) -> Outcome {
     let started = Instant::now();
-    let mut jitter = Jitter(
-        (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(7) ^ ((idx as u64 + 1) * 0x9E37_79B9))
-            | 1,
-    );
+    let mut jitter = Jitter::seeded(idx as u64 + 1);
     let mut attempts = 0;
     let mut relayed = Vec::new();
     let mut last_error = String::from("no source to pull from");

@@ -35,7 +35,7 @@
 //! registry again.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +43,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+
+use crate::http_client::{read_head, status_of};
 use regex_lite::Regex;
 
 /// Requests to the registry per podman request, the first one included.
@@ -88,7 +90,8 @@ impl Upstream {
         Some(Upstream { host: host.trim_matches(['[', ']']).to_string(), port, namespace: if ns == "/" { String::new() } else { ns } })
     }
 
-    fn path(&self, name: &str, kind: &str, reference: &str) -> String {
+    /// `/v2/<namespace><name>/<kind>/<reference>`.
+    pub fn path(&self, name: &str, kind: &str, reference: &str) -> String {
         format!("/v2/{}{name}/{kind}/{reference}", self.namespace)
     }
 }
@@ -205,8 +208,9 @@ impl Answer {
     }
 }
 
-/// The manifest types podman 4.3 accepts, asked for when the relay fetches a manifest ahead.
-const MANIFEST_TYPES: &[&str] = &[
+/// The manifest types podman 4.3 accepts, asked for when the relay fetches a manifest ahead
+/// (and by `pull`'s own Retry-After probe).
+pub const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
@@ -254,7 +258,7 @@ struct Shared {
     answered: AtomicBool,
     /// The TLS question ([`speaks_tls`]) has been asked.
     tls_asked: AtomicBool,
-    seed: Mutex<u64>,
+    jitter: Mutex<crate::pull::Jitter>,
 }
 
 /// A running relay. Dropping it does not stop its threads; [`Relay::close`] removes its files.
@@ -270,7 +274,6 @@ impl Relay {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let listener = TcpListener::bind("127.0.0.1:0").context("pull relay: cannot listen on 127.0.0.1")?;
         let port = listener.local_addr()?.port();
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
         let shared = Arc::new(Shared {
             upstream,
             dir: dir.to_path_buf(),
@@ -284,7 +287,7 @@ impl Relay {
             files: AtomicU64::new(0),
             answered: AtomicBool::new(false),
             tls_asked: AtomicBool::new(false),
-            seed: Mutex::new(seed),
+            jitter: Mutex::new(crate::pull::Jitter::seeded(u64::from(port))),
         });
         let s = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -510,13 +513,7 @@ fn fetch(s: &Shared, name: &str, what: &str, path: &str, headers: &[(String, Str
         if try_ == TRIES {
             break;
         }
-        let wait = wait.unwrap_or_else(|| {
-            let mut seed = s.seed.lock().unwrap();
-            *seed ^= *seed << 13;
-            *seed ^= *seed >> 7;
-            *seed ^= *seed << 17;
-            backoff(try_, (*seed >> 11) as f64 / (1u64 << 53) as f64)
-        });
+        let wait = wait.unwrap_or_else(|| backoff(try_, s.jitter.lock().unwrap().next()));
         {
             let mut r = s.retries.lock().unwrap();
             let e = r.entry(name.to_string()).or_default();
@@ -559,10 +556,7 @@ fn fetch_once(s: &Shared, path: &str, headers: &[(String, String)], file: Option
         return Err("the registry does not answer plain HTTP".into());
     }
     s.answered.store(true, Ordering::SeqCst);
-    let mut sl = status_line.splitn(3, ' ');
-    let _version = sl.next();
-    let status: u16 = sl.next().and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let reason = sl.next().unwrap_or("").trim().to_string();
+    let (status, reason) = status_of(&status_line).ok_or_else(|| format!("bad status line {status_line:?}"))?;
     let length: Option<u64> =
         all.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse().ok());
     let headers: Vec<(String, String)> =
@@ -637,34 +631,6 @@ fn speaks_tls(up: &Upstream) -> bool {
     }
     let mut head = [0u8; 2];
     conn.read_exact(&mut head).is_ok() && (head[0] == 0x16 || head[0] == 0x15) && head[1] == 0x03
-}
-
-/// The request or status line and the headers, up to the empty line. Bytes that are not text
-/// (a TLS alert where HTTP was expected) come back as a first line that does not say `HTTP/`.
-fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(String, String)>)> {
-    let mut raw = Vec::new();
-    if reader.read_until(b'\n', &mut raw)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before an answer"));
-    }
-    let first = String::from_utf8_lossy(&raw).into_owned();
-    if !first.is_ascii() || !first.ends_with('\n') {
-        return Ok((first, Vec::new()));
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in the headers"));
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    Ok((first.trim_end().to_string(), headers))
 }
 
 fn write_answer(mut conn: TcpStream, a: &Answer, head_only: bool) -> std::io::Result<()> {
@@ -761,20 +727,5 @@ mod tests {
         assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
         assert_eq!(backoff(3, 1.0), Duration::from_millis(800));
         assert_eq!(backoff(30, 1.0), Duration::from_secs_f64(3.2));
-    }
-
-    #[test]
-    fn heads_are_read_up_to_the_empty_line() {
-        let mut r = std::io::Cursor::new(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nX: a:b\r\n\r\nbody".to_vec());
-        let (line, headers) = read_head(&mut r).unwrap();
-        assert_eq!(line, "HTTP/1.1 503 Service Unavailable");
-        assert_eq!(headers, vec![("Retry-After".into(), "2".into()), ("X".into(), "a:b".into())]);
-        let mut rest = String::new();
-        r.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, "body");
-        assert!(read_head(&mut std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nX: 1\r\n".to_vec())).is_err());
-        // A TLS alert where an HTTP answer was expected.
-        let (line, _) = read_head(&mut std::io::Cursor::new(b"\x15\x03\x03\x00\x02\x02\x46".to_vec())).unwrap();
-        assert!(!line.starts_with("HTTP/"));
     }
 }
