@@ -8,11 +8,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PROTOC");
 
     let protoc = std::env::var_os("PROTOC").unwrap_or_else(|| "protoc".into());
-    let found = Command::new(&protoc)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let found = Command::new(&protoc).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     if !found {
         panic!(
             "protoc (the Protocol Buffers compiler) was not found (tried {:?}; set PROTOC to its path). \

@@ -17,7 +17,10 @@ fn main() {
 
     for p in [&ingest, &analytics] {
         if !p.is_file() {
-            panic!("proto file not found: {} (build from the repository root so both proto dirs are present)", p.display());
+            panic!(
+                "proto file not found: {} (build from the repository root so both proto dirs are present)",
+                p.display()
+            );
         }
     }
 
@@ -38,9 +41,7 @@ fn main() {
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+    env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(p: &Path) -> bool {

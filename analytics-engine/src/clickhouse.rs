@@ -72,11 +72,7 @@ pub fn select_values_sql(database: &str, kind: Option<&str>, since_ms: Option<u6
     if let Some(since) = since_ms {
         conds.push(format!("ts_unix_ms >= {since}"));
     }
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
+    let filter = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
     format!("SELECT kind, value FROM `{database}`.`{TABLE}`{filter} FORMAT TabSeparated")
 }
 
@@ -85,12 +81,8 @@ pub fn parse_kind_values(body: &str) -> Result<Vec<(String, f64)>> {
     body.lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
-            let (kind, value) = line
-                .split_once('\t')
-                .ok_or_else(|| anyhow!("unexpected ClickHouse row {line:?}"))?;
-            let value: f64 = value
-                .parse()
-                .with_context(|| format!("bad value in row {line:?}"))?;
+            let (kind, value) = line.split_once('\t').ok_or_else(|| anyhow!("unexpected ClickHouse row {line:?}"))?;
+            let value: f64 = value.parse().with_context(|| format!("bad value in row {line:?}"))?;
             Ok((kind.to_string(), value))
         })
         .collect()
@@ -118,23 +110,13 @@ impl ClickHouse {
 
     /// Runs one statement (`body` is the query, possibly followed by data) and returns the body.
     pub async fn query(&self, body: String, timeout: Option<Duration>) -> Result<String> {
-        let mut req = self
-            .http
-            .post(format!("{}/", self.url))
-            .basic_auth(&self.user, Some(&self.password))
-            .body(body);
+        let mut req = self.http.post(format!("{}/", self.url)).basic_auth(&self.user, Some(&self.password)).body(body);
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("ClickHouse unreachable: {}", e.without_url()))?;
+        let resp = req.send().await.map_err(|e| anyhow!("ClickHouse unreachable: {}", e.without_url()))?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| anyhow!("reading ClickHouse answer: {}", e.without_url()))?;
+        let text = resp.text().await.map_err(|e| anyhow!("reading ClickHouse answer: {}", e.without_url()))?;
         if !status.is_success() {
             bail!("ClickHouse answered {status}: {}", text.trim());
         }
@@ -143,9 +125,7 @@ impl ClickHouse {
 
     /// `SELECT 1`, used by `/readyz`.
     pub async fn ping(&self) -> Result<()> {
-        let out = self
-            .query("SELECT 1".into(), Some(Duration::from_secs(2)))
-            .await?;
+        let out = self.query("SELECT 1".into(), Some(Duration::from_secs(2))).await?;
         if out.trim() != "1" {
             bail!("SELECT 1 returned {:?}", out.trim());
         }
@@ -154,15 +134,10 @@ impl ClickHouse {
 
     /// Creates the database and the table when missing.
     pub async fn ensure_schema(&self) -> Result<()> {
-        self.query(
-            format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database),
-            None,
-        )
-        .await
-        .context("creating the database")?;
-        self.query(create_table_sql(&self.database), None)
+        self.query(format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database), None)
             .await
-            .context("creating the events table")?;
+            .context("creating the database")?;
+        self.query(create_table_sql(&self.database), None).await.context("creating the events table")?;
         Ok(())
     }
 
@@ -171,23 +146,14 @@ impl ClickHouse {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut body = format!(
-            "INSERT INTO `{}`.`{TABLE}` FORMAT JSONEachRow\n",
-            self.database
-        );
+        let mut body = format!("INSERT INTO `{}`.`{TABLE}` FORMAT JSONEachRow\n", self.database);
         body.push_str(&encode_json_each_row(rows));
         self.query(body, None).await.map(|_| ())
     }
 
     /// `(kind, value)` of the stored events matching the filters.
-    pub async fn kind_values(
-        &self,
-        kind: Option<&str>,
-        since_ms: Option<u64>,
-    ) -> Result<Vec<(String, f64)>> {
-        let body = self
-            .query(select_values_sql(&self.database, kind, since_ms), None)
-            .await?;
+    pub async fn kind_values(&self, kind: Option<&str>, since_ms: Option<u64>) -> Result<Vec<(String, f64)>> {
+        let body = self.query(select_values_sql(&self.database, kind, since_ms), None).await?;
         parse_kind_values(&body)
     }
 }
@@ -204,10 +170,7 @@ mod tests {
 
     #[test]
     fn select_sql() {
-        assert_eq!(
-            select_values_sql("v7", None, None),
-            "SELECT kind, value FROM `v7`.`events` FORMAT TabSeparated"
-        );
+        assert_eq!(select_values_sql("v7", None, None), "SELECT kind, value FROM `v7`.`events` FORMAT TabSeparated");
         assert_eq!(
             select_values_sql("v7", Some("page_view"), Some(1234)),
             "SELECT kind, value FROM `v7`.`events` WHERE kind = 'page_view' AND ts_unix_ms >= 1234 FORMAT TabSeparated"

@@ -56,21 +56,14 @@ impl Config {
                 _ => default.to_string(),
             }
         };
-        let grpc_addr =
-            parse_addr(&get("V7_GRPC_ADDR", DEFAULT_GRPC_ADDR)).context("V7_GRPC_ADDR")?;
-        let http_addr =
-            parse_addr(&get("V7_HTTP_ADDR", DEFAULT_HTTP_ADDR)).context("V7_HTTP_ADDR")?;
-        let clickhouse_url = get("V7_CLICKHOUSE_URL", "http://127.0.0.1:8123")
-            .trim_end_matches('/')
-            .to_string();
+        let grpc_addr = parse_addr(&get("V7_GRPC_ADDR", DEFAULT_GRPC_ADDR)).context("V7_GRPC_ADDR")?;
+        let http_addr = parse_addr(&get("V7_HTTP_ADDR", DEFAULT_HTTP_ADDR)).context("V7_HTTP_ADDR")?;
+        let clickhouse_url = get("V7_CLICKHOUSE_URL", "http://127.0.0.1:8123").trim_end_matches('/').to_string();
         if !clickhouse_url.starts_with("http://") {
             bail!("V7_CLICKHOUSE_URL must be an http:// URL (TLS is not built in), got {clickhouse_url:?}");
         }
         let clickhouse_database = get("V7_CLICKHOUSE_DATABASE", "v7");
-        if clickhouse_database.len() > 64
-            || !clickhouse_database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        if clickhouse_database.len() > 64 || !clickhouse_database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             bail!("V7_CLICKHOUSE_DATABASE must be 1-64 chars of [A-Za-z0-9_], got {clickhouse_database:?}");
         }
@@ -92,10 +85,7 @@ impl Config {
             clickhouse_database,
             clickhouse_user: get("V7_CLICKHOUSE_USER", "default"),
             // The password may legitimately contain spaces: take it verbatim.
-            clickhouse_password: vars
-                .get("V7_CLICKHOUSE_PASSWORD")
-                .cloned()
-                .unwrap_or_default(),
+            clickhouse_password: vars.get("V7_CLICKHOUSE_PASSWORD").cloned().unwrap_or_default(),
             python: get("V7_PYTHON", "python3"),
             log_format,
             python_path: None,
@@ -109,13 +99,8 @@ impl Config {
 /// Parses `host:port`; `:port` means `0.0.0.0:port`.
 pub fn parse_addr(s: &str) -> Result<SocketAddr> {
     let s = s.trim();
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_string()
-    };
-    full.parse::<SocketAddr>()
-        .with_context(|| format!("{s:?} is not an address like 0.0.0.0:9100"))
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    full.parse::<SocketAddr>().with_context(|| format!("{s:?} is not an address like 0.0.0.0:9100"))
 }
 
 impl fmt::Debug for Config {
@@ -128,14 +113,7 @@ impl fmt::Debug for Config {
             .field("clickhouse_url", &self.clickhouse_url)
             .field("clickhouse_database", &self.clickhouse_database)
             .field("clickhouse_user", &self.clickhouse_user)
-            .field(
-                "clickhouse_password",
-                &if self.clickhouse_password.is_empty() {
-                    "<empty>"
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("clickhouse_password", &if self.clickhouse_password.is_empty() { "<empty>" } else { "<redacted>" })
             .field("python", &self.python)
             .field("log_format", &self.log_format)
             .field("python_path", &self.python_path)
@@ -151,10 +129,7 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

@@ -56,20 +56,14 @@ pub const MAX_ID: usize = 128;
 pub fn valid_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= MAX_KIND
-        && kind.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-        })
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Parses and validates a NATS payload. `now_ms` fills a missing or zero timestamp and
 /// `fallback_id` a missing id.
-pub fn parse_event(
-    payload: &[u8],
-    now_ms: u64,
-    fallback_id: impl FnOnce() -> String,
-) -> Result<Row, InvalidEvent> {
-    let ev: Event = serde_json::from_slice(payload)
-        .map_err(|e| InvalidEvent(format!("not an event JSON object: {e}")))?;
+pub fn parse_event(payload: &[u8], now_ms: u64, fallback_id: impl FnOnce() -> String) -> Result<Row, InvalidEvent> {
+    let ev: Event =
+        serde_json::from_slice(payload).map_err(|e| InvalidEvent(format!("not an event JSON object: {e}")))?;
     if !valid_kind(&ev.kind) {
         return Err(InvalidEvent(format!(
             "kind must be 1-{MAX_KIND} chars of [a-z0-9_.-], got {:?}",
@@ -81,27 +75,18 @@ pub fn parse_event(
     }
     let source = ev.source.unwrap_or_default();
     if source.chars().count() > MAX_SOURCE {
-        return Err(InvalidEvent(format!(
-            "source longer than {MAX_SOURCE} chars"
-        )));
+        return Err(InvalidEvent(format!("source longer than {MAX_SOURCE} chars")));
     }
     let attributes = ev.attributes.unwrap_or_default();
     if attributes.len() > MAX_ATTRIBUTES {
-        return Err(InvalidEvent(format!(
-            "more than {MAX_ATTRIBUTES} attributes"
-        )));
+        return Err(InvalidEvent(format!("more than {MAX_ATTRIBUTES} attributes")));
     }
     for (k, v) in &attributes {
         if k.chars().count() > MAX_ATTR_KEY {
-            return Err(InvalidEvent(format!(
-                "attribute key longer than {MAX_ATTR_KEY} chars"
-            )));
+            return Err(InvalidEvent(format!("attribute key longer than {MAX_ATTR_KEY} chars")));
         }
         if v.chars().count() > MAX_ATTR_VALUE {
-            return Err(InvalidEvent(format!(
-                "attribute {:?} longer than {MAX_ATTR_VALUE} chars",
-                truncate(k, 64)
-            )));
+            return Err(InvalidEvent(format!("attribute {:?} longer than {MAX_ATTR_VALUE} chars", truncate(k, 64))));
         }
     }
     let id = match ev.id {
@@ -175,10 +160,7 @@ mod tests {
         assert_eq!(row.source, "");
         assert_eq!(row.attributes, "{}");
         assert_eq!(row.ts_unix_ms, 1_000);
-        let row = parse(
-            r#"{"id":"","kind":"k","value":2,"ts_unix_ms":0,"source":null,"attributes":null}"#,
-        )
-        .unwrap();
+        let row = parse(r#"{"id":"","kind":"k","value":2,"ts_unix_ms":0,"source":null,"attributes":null}"#).unwrap();
         assert_eq!(row.id, "gen-1");
         assert_eq!(row.ts_unix_ms, 1_000);
     }
@@ -213,15 +195,9 @@ mod tests {
         let long_source = format!(r#"{{"kind":"k","value":1,"source":"{}"}}"#, "s".repeat(65));
         assert!(parse(&long_source).is_err());
         let many: Vec<String> = (0..33).map(|i| format!(r#""k{i}":"v""#)).collect();
-        let many_attrs = format!(
-            r#"{{"kind":"k","value":1,"attributes":{{{}}}}}"#,
-            many.join(",")
-        );
+        let many_attrs = format!(r#"{{"kind":"k","value":1,"attributes":{{{}}}}}"#, many.join(","));
         assert!(parse(&many_attrs).is_err());
-        let long_val = format!(
-            r#"{{"kind":"k","value":1,"attributes":{{"a":"{}"}}}}"#,
-            "v".repeat(257)
-        );
+        let long_val = format!(r#"{{"kind":"k","value":1,"attributes":{{"a":"{}"}}}}"#, "v".repeat(257));
         assert!(parse(&long_val).is_err());
     }
 
@@ -235,8 +211,7 @@ mod tests {
     #[test]
     fn json_each_row_encoding() {
         let rows = vec![
-            parse(r#"{"id":"a","kind":"k","value":1,"attributes":{"q":"\"x\"\n"},"ts_unix_ms":5}"#)
-                .unwrap(),
+            parse(r#"{"id":"a","kind":"k","value":1,"attributes":{"q":"\"x\"\n"},"ts_unix_ms":5}"#).unwrap(),
             parse(r#"{"id":"b","kind":"k","value":-2.25,"ts_unix_ms":6}"#).unwrap(),
         ];
         let body = encode_json_each_row(&rows);
@@ -248,9 +223,6 @@ mod tests {
         assert_eq!(first["value"], 1.0);
         assert_eq!(first["ts_unix_ms"], 5);
         assert_eq!(first["attributes"], r#"{"q":"\"x\"\n"}"#);
-        assert_eq!(
-            lines[1],
-            r#"{"id":"b","kind":"k","value":-2.25,"source":"","attributes":"{}","ts_unix_ms":6}"#
-        );
+        assert_eq!(lines[1], r#"{"id":"b","kind":"k","value":-2.25,"source":"","attributes":"{}","ts_unix_ms":6}"#);
     }
 }

@@ -17,10 +17,7 @@ pub struct AnalyticsService {
 
 #[tonic::async_trait]
 impl Analytics for AnalyticsService {
-    async fn get_stats(
-        &self,
-        request: Request<StatsRequest>,
-    ) -> Result<Response<StatsResponse>, Status> {
+    async fn get_stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
         let m = &self.shared.metrics;
         Metrics::inc(&m.stats_requests);
         let result = self.stats(request.into_inner()).await;
@@ -46,13 +43,10 @@ impl AnalyticsService {
         } else if valid_kind(&req.kind) {
             Some(req.kind.as_str())
         } else {
-            return Err(Status::invalid_argument(
-                "kind must be 1-64 chars of [a-z0-9_.-]",
-            ));
+            return Err(Status::invalid_argument("kind must be 1-64 chars of [a-z0-9_.-]"));
         };
         let now = now_unix_ms();
-        let since = (req.window_seconds > 0)
-            .then(|| now.saturating_sub(u64::from(req.window_seconds) * 1000));
+        let since = (req.window_seconds > 0).then(|| now.saturating_sub(u64::from(req.window_seconds) * 1000));
         let rows = self
             .shared
             .clickhouse

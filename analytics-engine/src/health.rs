@@ -39,8 +39,7 @@ fn probe(port: u16) -> std::io::Result<u16> {
             break;
         }
     }
-    parse_status(&buf)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))
+    parse_status(&buf).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))
 }
 
 /// Status code of an HTTP response's first line.
@@ -61,10 +60,7 @@ mod tests {
     #[test]
     fn status_line_parsing() {
         assert_eq!(parse_status(b"HTTP/1.0 200 OK\r\n\r\n"), Some(200));
-        assert_eq!(
-            parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"),
-            Some(503)
-        );
+        assert_eq!(parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"), Some(503));
         assert_eq!(parse_status(b"garbage"), None);
         assert_eq!(parse_status(b""), None);
     }
@@ -85,8 +81,7 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let mut b = [0u8; 256];
             let _ = s.read(&mut b);
-            s.write_all(b"HTTP/1.0 500 Internal Server Error\r\n\r\n")
-                .unwrap();
+            s.write_all(b"HTTP/1.0 500 Internal Server Error\r\n\r\n").unwrap();
         });
         assert_eq!(healthcheck(port), 1);
         t.join().unwrap();

@@ -26,21 +26,9 @@ async fn healthz() -> Response {
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let nats = shared.nats.ready();
     let clickhouse = shared.clickhouse.ping().await.map_err(|e| format!("{e:#}"));
-    let python = if shared.python.is_alive() {
-        Ok(())
-    } else {
-        Err("process not running".to_string())
-    };
-    let checks = [
-        ("nats", nats),
-        ("clickhouse", clickhouse),
-        ("python", python),
-    ];
-    let not_ready: Vec<&str> = checks
-        .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(n, _)| *n)
-        .collect();
+    let python = if shared.python.is_alive() { Ok(()) } else { Err("process not running".to_string()) };
+    let checks = [("nats", nats), ("clickhouse", clickhouse), ("python", python)];
+    let not_ready: Vec<&str> = checks.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| *n).collect();
     let mut detail = serde_json::Map::new();
     for (name, r) in &checks {
         let v = match r {
@@ -50,11 +38,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         detail.insert((*name).to_string(), v);
     }
     let ready = not_ready.is_empty();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
         Json(json!({
@@ -67,12 +51,5 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        shared.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render()).into_response()
 }

@@ -168,9 +168,7 @@ impl Writer {
             self.pending.pop_front();
             Metrics::inc(&self.metrics.events_dropped);
         }
-        self.metrics
-            .pending_events
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+        self.metrics.pending_events.store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
     fn may_try(&self) -> bool {
@@ -195,9 +193,7 @@ impl Writer {
                 Ok(()) => {
                     self.pending.drain(..n);
                     Metrics::add(&self.metrics.events_stored, n as u64);
-                    self.metrics
-                        .pending_events
-                        .store(self.pending.len() as u64, Ordering::Relaxed);
+                    self.metrics.pending_events.store(self.pending.len() as u64, Ordering::Relaxed);
                     if self.failures_in_row > 0 {
                         tracing::info!("ClickHouse inserts recovered");
                     }
@@ -218,8 +214,7 @@ impl Writer {
     fn failed(&mut self, e: anyhow::Error) -> bool {
         Metrics::inc(&self.metrics.insert_failures);
         self.failures_in_row += 1;
-        let delay = Duration::from_millis(250 * 2u64.pow(self.failures_in_row.min(5)))
-            .min(Duration::from_secs(5));
+        let delay = Duration::from_millis(250 * 2u64.pow(self.failures_in_row.min(5))).min(Duration::from_secs(5));
         self.retry_at = Some(Instant::now() + delay);
         tracing::warn!(error = %format!("{e:#}"), pending = self.pending.len(), retry_in_ms = delay.as_millis() as u64, "ClickHouse insert failed; will retry");
         false
@@ -227,12 +222,7 @@ impl Writer {
 }
 
 /// Drains `rx` into ClickHouse until the channel closes (all senders dropped), then flushes.
-pub async fn run_writer(
-    ch: ClickHouse,
-    metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<Row>,
-    settings: WriterSettings,
-) {
+pub async fn run_writer(ch: ClickHouse, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Row>, settings: WriterSettings) {
     let mut w = Writer {
         ch,
         metrics,
@@ -288,10 +278,7 @@ pub async fn run_writer(
             break;
         }
         if Instant::now() >= deadline {
-            tracing::error!(
-                lost = w.pending.len(),
-                "giving up on pending events at shutdown: ClickHouse unavailable"
-            );
+            tracing::error!(lost = w.pending.len(), "giving up on pending events at shutdown: ClickHouse unavailable");
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

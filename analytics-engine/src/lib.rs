@@ -39,25 +39,16 @@ pub struct Shared {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Installs the global tracing subscriber: JSON or text lines, level from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }
@@ -95,12 +86,7 @@ impl Server {
             nats: Arc::new(ingest::NatsState::default()),
             metrics,
         });
-        Ok(Server {
-            config,
-            http,
-            grpc,
-            shared,
-        })
+        Ok(Server { config, http, grpc, shared })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -119,12 +105,7 @@ impl Server {
     /// Runs until `shutdown` completes, then stops subscribing, flushes pending inserts,
     /// stops the servers and the Python process.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let Server {
-            config,
-            http,
-            grpc,
-            shared,
-        } = self;
+        let Server { config, http, grpc, shared } = self;
         tracing::info!(
             http = %http.local_addr()?, grpc = %grpc.local_addr()?,
             nats_url = %config.nats_url, subject = %config.nats_subject,
@@ -160,21 +141,16 @@ impl Server {
         let mut http_stop = stop_rx.clone();
         let router = http::router(shared.clone());
         let http_task = tokio::spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(async move { stopped(&mut http_stop).await })
-                .await
+            axum::serve(http, router).with_graceful_shutdown(async move { stopped(&mut http_stop).await }).await
         });
         let mut grpc_stop = stop_rx.clone();
-        let svc = pb::analytics_server::AnalyticsServer::new(grpc::AnalyticsService {
-            shared: shared.clone(),
-        });
+        let svc = pb::analytics_server::AnalyticsServer::new(grpc::AnalyticsService { shared: shared.clone() });
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc),
-                    async move { stopped(&mut grpc_stop).await },
-                ),
+                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), async move {
+                    stopped(&mut grpc_stop).await
+                }),
         );
 
         // Run until asked to stop, or until a server dies.
@@ -212,10 +188,7 @@ impl Server {
 }
 
 /// Binds and runs the engine until `shutdown` completes.
-pub async fn serve(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     Server::bind(config).await?.run(shutdown).await
 }
 

@@ -6,12 +6,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("healthcheck") => {
-            let addr = std::env::var("V7_HTTP_ADDR")
-                .ok()
-                .filter(|s| !s.trim().is_empty());
-            let addr = addr
-                .as_deref()
-                .unwrap_or(analytics_engine::config::DEFAULT_HTTP_ADDR);
+            let addr = std::env::var("V7_HTTP_ADDR").ok().filter(|s| !s.trim().is_empty());
+            let addr = addr.as_deref().unwrap_or(analytics_engine::config::DEFAULT_HTTP_ADDR);
             let port = match analytics_engine::config::parse_addr(addr) {
                 Ok(a) => a.port(),
                 Err(e) => {
@@ -42,20 +38,14 @@ fn run() -> ExitCode {
         }
     };
     analytics_engine::init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the tokio runtime");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(analytics_engine::serve(
-        config,
-        analytics_engine::shutdown_signal(),
-    )) {
+    match runtime.block_on(analytics_engine::serve(config, analytics_engine::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "analytics-engine failed");

@@ -38,12 +38,7 @@ impl Metrics {
                 "Messages received on the NATS subject.",
                 &self.events_received,
             ),
-            (
-                "v7_analytics_events_stored_total",
-                "counter",
-                "Events inserted into ClickHouse.",
-                &self.events_stored,
-            ),
+            ("v7_analytics_events_stored_total", "counter", "Events inserted into ClickHouse.", &self.events_stored),
             (
                 "v7_analytics_events_invalid_total",
                 "counter",
@@ -68,24 +63,14 @@ impl Metrics {
                 "GetStats requests served or attempted.",
                 &self.stats_requests,
             ),
-            (
-                "v7_analytics_stats_failures_total",
-                "counter",
-                "GetStats requests that failed.",
-                &self.stats_failures,
-            ),
+            ("v7_analytics_stats_failures_total", "counter", "GetStats requests that failed.", &self.stats_failures),
             (
                 "v7_analytics_python_restarts_total",
                 "counter",
                 "Restarts of the Python statistics process after it died.",
                 &self.python_restarts,
             ),
-            (
-                "v7_analytics_pending_events",
-                "gauge",
-                "Events waiting to be inserted.",
-                &self.pending_events,
-            ),
+            ("v7_analytics_pending_events", "gauge", "Events waiting to be inserted.", &self.pending_events),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in items {
@@ -107,7 +92,9 @@ mod tests {
         Metrics::add(&m.events_received, 3);
         Metrics::inc(&m.python_restarts);
         let text = m.render();
-        assert!(text.contains("# TYPE v7_analytics_events_received_total counter\nv7_analytics_events_received_total 3\n"));
+        assert!(
+            text.contains("# TYPE v7_analytics_events_received_total counter\nv7_analytics_events_received_total 3\n")
+        );
         assert!(text.contains("v7_analytics_python_restarts_total 1\n"));
         assert!(text.contains("v7_analytics_insert_failures_total 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {

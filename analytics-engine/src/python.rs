@@ -59,12 +59,8 @@ pub struct Response {
 
 /// Encodes a stats request as one line (with the trailing `\n`).
 pub fn encode_stats_request(id: u64, groups: &BTreeMap<String, Vec<f64>>) -> String {
-    let mut line = serde_json::to_string(&StatsRequest {
-        id,
-        op: "stats",
-        groups,
-    })
-    .expect("finite floats always serialize");
+    let mut line =
+        serde_json::to_string(&StatsRequest { id, op: "stats", groups }).expect("finite floats always serialize");
     line.push('\n');
     line
 }
@@ -77,22 +73,14 @@ pub fn encode_ping_request(id: u64) -> String {
 /// Decodes a response line to a stats request with id `expected_id`.
 pub fn decode_stats_response(line: &str, expected_id: u64) -> Result<Vec<KindStats>> {
     let resp = decode_line(line, expected_id)?;
-    resp.kinds
-        .ok_or_else(|| anyhow!("statistics response without `kinds`"))
+    resp.kinds.ok_or_else(|| anyhow!("statistics response without `kinds`"))
 }
 
 fn decode_line(line: &str, expected_id: u64) -> Result<Response> {
-    let resp: Response = serde_json::from_str(line.trim_end()).with_context(|| {
-        format!(
-            "statistics component answered a non-response line {:?}",
-            truncate(line)
-        )
-    })?;
+    let resp: Response = serde_json::from_str(line.trim_end())
+        .with_context(|| format!("statistics component answered a non-response line {:?}", truncate(line)))?;
     if resp.id != expected_id {
-        bail!(
-            "statistics component answered id {} to request {expected_id}",
-            resp.id
-        );
+        bail!("statistics component answered id {} to request {expected_id}", resp.id);
     }
     if let Some(err) = resp.error {
         bail!("statistics component error: {err}");
@@ -163,21 +151,12 @@ impl PythonStats {
             if let Some(existing) = std::env::var_os("PYTHONPATH") {
                 paths.extend(std::env::split_paths(&existing));
             }
-            cmd.env(
-                "PYTHONPATH",
-                std::env::join_paths(paths).context("joining PYTHONPATH")?,
-            );
+            cmd.env("PYTHONPATH", std::env::join_paths(paths).context("joining PYTHONPATH")?);
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting `{} -m {MODULE}`", self.python))?;
+        let mut child = cmd.spawn().with_context(|| format!("starting `{} -m {MODULE}`", self.python))?;
         let stdin = child.stdin.take().context("child stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        Ok(Proc {
-            child,
-            stdin,
-            stdout,
-        })
+        Ok(Proc { child, stdin, stdout })
     }
 
     /// Makes sure a live process is in `slot`, (re)starting it when needed.
@@ -228,14 +207,8 @@ impl PythonStats {
     }
 
     async fn round_trip(p: &mut Proc, line: &str) -> Result<String> {
-        p.stdin
-            .write_all(line.as_bytes())
-            .await
-            .context("writing to the statistics process")?;
-        p.stdin
-            .flush()
-            .await
-            .context("flushing to the statistics process")?;
+        p.stdin.write_all(line.as_bytes()).await.context("writing to the statistics process")?;
+        p.stdin.flush().await.context("flushing to the statistics process")?;
         let mut answer = String::new();
         let n = tokio::time::timeout(REQUEST_TIMEOUT, p.stdout.read_line(&mut answer))
             .await
@@ -247,12 +220,7 @@ impl PythonStats {
         Ok(answer)
     }
 
-    async fn request<T>(
-        &self,
-        line: String,
-        id: u64,
-        decode: impl Fn(&str, u64) -> Result<T>,
-    ) -> Result<T> {
+    async fn request<T>(&self, line: String, id: u64, decode: impl Fn(&str, u64) -> Result<T>) -> Result<T> {
         let mut slot = self.proc.lock().await;
         self.ensure(&mut slot)?;
         let p = slot.as_mut().expect("ensure leaves a process");
@@ -260,10 +228,9 @@ impl PythonStats {
             Err(e) => Err(Failure::Broken(e)),
             Ok(answer) => match serde_json::from_str::<Response>(answer.trim_end()) {
                 // A well-formed error line for our id: the process itself is fine.
-                Ok(r) if r.id == id && r.error.is_some() => Err(Failure::Rejected(anyhow!(
-                    "statistics component error: {}",
-                    r.error.unwrap_or_default()
-                ))),
+                Ok(r) if r.id == id && r.error.is_some() => {
+                    Err(Failure::Rejected(anyhow!("statistics component error: {}", r.error.unwrap_or_default())))
+                }
                 _ => decode(&answer, id).map_err(Failure::Broken),
             },
         };
@@ -286,8 +253,7 @@ impl PythonStats {
     /// Statistics per kind of `groups` (kind -> values).
     pub async fn stats(&self, groups: &BTreeMap<String, Vec<f64>>) -> Result<Vec<KindStats>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.request(encode_stats_request(id, groups), id, decode_stats_response)
-            .await
+        self.request(encode_stats_request(id, groups), id, decode_stats_response).await
     }
 
     /// A protocol-level ping.
@@ -308,11 +274,7 @@ impl PythonStats {
         let mut backoff = Duration::from_millis(250);
         loop {
             let ok = self.check().await;
-            backoff = if ok {
-                Duration::from_millis(250)
-            } else {
-                (backoff * 2).min(Duration::from_secs(5))
-            };
+            backoff = if ok { Duration::from_millis(250) } else { (backoff * 2).min(Duration::from_secs(5)) };
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stopped(&mut shutdown) => break,
@@ -325,12 +287,7 @@ impl PythonStats {
     pub async fn stop(&self) {
         let mut slot = self.proc.lock().await;
         self.alive.store(false, Ordering::Relaxed);
-        if let Some(Proc {
-            mut child,
-            stdin,
-            stdout,
-        }) = slot.take()
-        {
+        if let Some(Proc { mut child, stdin, stdout }) = slot.take() {
             drop(stdin);
             drop(stdout);
             match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
@@ -360,16 +317,14 @@ mod tests {
         groups.insert("b".to_string(), vec![1.0, 2.5]);
         groups.insert("a".to_string(), vec![3.0]);
         let line = encode_stats_request(7, &groups);
-        assert_eq!(
-            line,
-            "{\"id\":7,\"op\":\"stats\",\"groups\":{\"a\":[3.0],\"b\":[1.0,2.5]}}\n"
-        );
+        assert_eq!(line, "{\"id\":7,\"op\":\"stats\",\"groups\":{\"a\":[3.0],\"b\":[1.0,2.5]}}\n");
         assert_eq!(encode_ping_request(3), "{\"id\":3,\"op\":\"ping\"}\n");
     }
 
     #[test]
     fn response_decoding() {
-        let line = r#"{"id":7,"kinds":[{"kind":"a","count":2,"mean":1.5,"min":1,"max":2,"p50":1.5,"p95":1.95,"stddev":0.5}]}"#;
+        let line =
+            r#"{"id":7,"kinds":[{"kind":"a","count":2,"mean":1.5,"min":1,"max":2,"p50":1.5,"p95":1.95,"stddev":0.5}]}"#;
         let kinds = decode_stats_response(line, 7).unwrap();
         assert_eq!(
             kinds,

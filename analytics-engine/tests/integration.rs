@@ -24,36 +24,18 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
     let nats = Nats::start();
     let ch = ClickHouse::start().await;
     // A fresh server: the database and table do not exist yet.
-    assert_eq!(
-        ch.query("SELECT count() FROM system.databases WHERE name = 'v7'")
-            .await
-            .unwrap()
-            .trim(),
-        "0"
-    );
+    assert_eq!(ch.query("SELECT count() FROM system.databases WHERE name = 'v7'").await.unwrap().trim(), "0");
 
     let engine = Engine::start(test_config(&nats.url(), &ch.url())).await;
-    wait_until("readyz 200", Duration::from_secs(30), || async {
-        engine.get("/readyz").await.0 == 200
-    })
-    .await;
+    wait_until("readyz 200", Duration::from_secs(30), || async { engine.get("/readyz").await.0 == 200 }).await;
     // Created at start, before any event arrives.
-    wait_until(
-        "database and table created",
-        Duration::from_secs(10),
-        || async {
-            ch.query("EXISTS TABLE v7.events")
-                .await
-                .map(|s| s.trim() == "1")
-                .unwrap_or(false)
-        },
-    )
+    wait_until("database and table created", Duration::from_secs(10), || async {
+        ch.query("EXISTS TABLE v7.events").await.map(|s| s.trim() == "1").unwrap_or(false)
+    })
     .await;
 
     let now = now_ms();
-    let mut payloads: Vec<String> = (1..=10)
-        .map(|i| event(&format!("pv{i}"), "page_view", i as f64, now))
-        .collect();
+    let mut payloads: Vec<String> = (1..=10).map(|i| event(&format!("pv{i}"), "page_view", i as f64, now)).collect();
     payloads.push(event("c-old", "click", 2.0, now - 3_600_000));
     payloads.push(event("c-new", "click", 4.0, now));
     payloads.push("this is not json".to_string());
@@ -68,18 +50,9 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
     })
     .await;
     assert_eq!(Metrics::get(&m.events_received), 15);
+    assert_eq!(ch.query("SELECT count() FROM v7.events").await.unwrap().trim(), "12");
     assert_eq!(
-        ch.query("SELECT count() FROM v7.events")
-            .await
-            .unwrap()
-            .trim(),
-        "12"
-    );
-    assert_eq!(
-        ch.query("SELECT count() FROM v7.events WHERE id LIKE 'bad%' OR kind = 'nokind_value'")
-            .await
-            .unwrap()
-            .trim(),
+        ch.query("SELECT count() FROM v7.events WHERE id LIKE 'bad%' OR kind = 'nokind_value'").await.unwrap().trim(),
         "0",
         "invalid payloads are not stored"
     );
@@ -97,14 +70,7 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
 
     // GetStats over gRPC, computed by the real Python component.
     let mut client = engine.grpc_client().await;
-    let all = client
-        .get_stats(StatsRequest {
-            kind: String::new(),
-            window_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let all = client.get_stats(StatsRequest { kind: String::new(), window_seconds: 0 }).await.unwrap().into_inner();
     assert_eq!(all.total_events, 12);
     assert!(all.computed_at_unix_ms as u64 >= now);
     let kinds: Vec<&str> = all.kinds.iter().map(|k| k.kind.as_str()).collect();
@@ -118,56 +84,26 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
     assert!(approx(pv.stddev, 2.8722813232690143), "{pv:?}");
     let click = &all.kinds[0];
     assert_eq!(click.count, 2);
-    assert!(
-        approx(click.mean, 3.0) && approx(click.p50, 3.0),
-        "{click:?}"
-    );
+    assert!(approx(click.mean, 3.0) && approx(click.p50, 3.0), "{click:?}");
 
-    let only_click = client
-        .get_stats(StatsRequest {
-            kind: "click".into(),
-            window_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let only_click =
+        client.get_stats(StatsRequest { kind: "click".into(), window_seconds: 0 }).await.unwrap().into_inner();
     assert_eq!(only_click.total_events, 2);
     assert_eq!(only_click.kinds.len(), 1);
 
-    let recent = client
-        .get_stats(StatsRequest {
-            kind: String::new(),
-            window_seconds: 600,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        recent.total_events, 11,
-        "the hour-old click is outside a 10 minute window"
-    );
+    let recent =
+        client.get_stats(StatsRequest { kind: String::new(), window_seconds: 600 }).await.unwrap().into_inner();
+    assert_eq!(recent.total_events, 11, "the hour-old click is outside a 10 minute window");
     let recent_click = recent.kinds.iter().find(|k| k.kind == "click").unwrap();
     assert_eq!(recent_click.count, 1);
     assert!(approx(recent_click.mean, 4.0));
 
-    let none = client
-        .get_stats(StatsRequest {
-            kind: "never_seen".into(),
-            window_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let none =
+        client.get_stats(StatsRequest { kind: "never_seen".into(), window_seconds: 0 }).await.unwrap().into_inner();
     assert_eq!(none.total_events, 0);
     assert!(none.kinds.is_empty());
 
-    let err = client
-        .get_stats(StatsRequest {
-            kind: "Bad Kind".into(),
-            window_seconds: 0,
-        })
-        .await
-        .unwrap_err();
+    let err = client.get_stats(StatsRequest { kind: "Bad Kind".into(), window_seconds: 0 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let ping = client.ping(PingRequest {}).await.unwrap().into_inner();
@@ -176,52 +112,28 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
 
     // The Python process is restarted when it dies.
     let pid = engine.shared.python.pid().await.expect("python running");
-    assert!(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
     let m2 = m.clone();
     wait_until("python restarted", Duration::from_secs(10), || {
         let m = m2.clone();
         async move { Metrics::get(&m.python_restarts) >= 1 }
     })
     .await;
-    let again = client
-        .get_stats(StatsRequest {
-            kind: "page_view".into(),
-            window_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again =
+        client.get_stats(StatsRequest { kind: "page_view".into(), window_seconds: 0 }).await.unwrap().into_inner();
     assert_eq!(again.total_events, 10);
     assert_ne!(engine.shared.python.pid().await, Some(pid));
 
     // A table dropped at runtime is created again by the next insert.
     ch.query("DROP TABLE v7.events").await.unwrap();
-    publish(
-        &nats.url(),
-        &[event("after-drop", "page_view", 7.0, now_ms())],
-    )
-    .await;
+    publish(&nats.url(), &[event("after-drop", "page_view", 7.0, now_ms())]).await;
     let m3 = m.clone();
-    wait_until(
-        "event stored after table drop",
-        Duration::from_secs(20),
-        || {
-            let m = m3.clone();
-            async move { Metrics::get(&m.events_stored) == 13 }
-        },
-    )
+    wait_until("event stored after table drop", Duration::from_secs(20), || {
+        let m = m3.clone();
+        async move { Metrics::get(&m.events_stored) == 13 }
+    })
     .await;
-    assert_eq!(
-        ch.query("SELECT count() FROM v7.events")
-            .await
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(ch.query("SELECT count() FROM v7.events").await.unwrap().trim(), "1");
 
     let (status, metrics) = engine.get("/metrics").await;
     assert_eq!(status, 200);
@@ -233,10 +145,7 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
         "v7_analytics_stats_failures_total 1",
         "v7_analytics_python_restarts_total 1",
     ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in\n{metrics}"
-        );
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
     }
     assert!(metrics.contains("v7_analytics_insert_failures_total"));
 
@@ -247,56 +156,28 @@ async fn events_flow_from_nats_to_clickhouse_to_stats() {
 async fn readyz_is_503_while_clickhouse_is_down_and_recovers() {
     let nats = Nats::start();
     let ch_port = free_port();
-    let engine = Engine::start(test_config(
-        &nats.url(),
-        &format!("http://127.0.0.1:{ch_port}"),
-    ))
-    .await;
+    let engine = Engine::start(test_config(&nats.url(), &format!("http://127.0.0.1:{ch_port}"))).await;
 
     assert_eq!(engine.get("/healthz").await.0, 200);
     // Once NATS is subscribed and python runs, only ClickHouse is missing.
-    wait_until(
-        "only clickhouse not ready",
-        Duration::from_secs(20),
-        || async {
-            let (status, body) = engine.get("/readyz").await;
-            let v: Value = serde_json::from_str(&body).unwrap();
-            status == 503 && v["not_ready"] == json!(["clickhouse"])
-        },
-    )
+    wait_until("only clickhouse not ready", Duration::from_secs(20), || async {
+        let (status, body) = engine.get("/readyz").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        status == 503 && v["not_ready"] == json!(["clickhouse"])
+    })
     .await;
     let (_, body) = engine.get("/readyz").await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["checks"]["clickhouse"]["ok"], false);
-    assert!(
-        v["checks"]["clickhouse"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("unreachable"),
-        "{body}"
-    );
-    assert!(
-        !body.contains(CH_PASSWORD),
-        "readyz must not leak the password: {body}"
-    );
+    assert!(v["checks"]["clickhouse"]["error"].as_str().unwrap().contains("unreachable"), "{body}");
+    assert!(!body.contains(CH_PASSWORD), "readyz must not leak the password: {body}");
     // healthz stays 200 and the healthcheck subcommand agrees.
     let port = engine.http.port();
-    assert_eq!(
-        tokio::task::spawn_blocking(move || analytics_engine::health::healthcheck(port))
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(tokio::task::spawn_blocking(move || analytics_engine::health::healthcheck(port)).await.unwrap(), 0);
 
     // Events arriving meanwhile are kept and inserted once ClickHouse is up.
     let now = now_ms();
-    publish(
-        &nats.url(),
-        &(0..3)
-            .map(|i| event(&format!("e{i}"), "late", i as f64, now))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    publish(&nats.url(), &(0..3).map(|i| event(&format!("e{i}"), "late", i as f64, now)).collect::<Vec<_>>()).await;
     let m = engine.shared.metrics.clone();
     let m1 = m.clone();
     wait_until("insert failures counted", Duration::from_secs(20), || {
@@ -307,11 +188,9 @@ async fn readyz_is_503_while_clickhouse_is_down_and_recovers() {
     assert_eq!(Metrics::get(&m.events_stored), 0);
 
     let ch = ClickHouse::start_on(ch_port).await;
-    wait_until(
-        "readyz 200 after ClickHouse started",
-        Duration::from_secs(30),
-        || async { engine.get("/readyz").await.0 == 200 },
-    )
+    wait_until("readyz 200 after ClickHouse started", Duration::from_secs(30), || async {
+        engine.get("/readyz").await.0 == 200
+    })
     .await;
     let m2 = m.clone();
     wait_until("pending events stored", Duration::from_secs(30), || {
@@ -319,24 +198,14 @@ async fn readyz_is_503_while_clickhouse_is_down_and_recovers() {
         async move { Metrics::get(&m.events_stored) == 3 }
     })
     .await;
-    assert_eq!(
-        ch.query("SELECT count() FROM v7.events WHERE kind = 'late'")
-            .await
-            .unwrap()
-            .trim(),
-        "3"
-    );
+    assert_eq!(ch.query("SELECT count() FROM v7.events WHERE kind = 'late'").await.unwrap().trim(), "3");
 
     // And down again: readyz names it.
     drop(ch);
-    wait_until(
-        "readyz 503 after ClickHouse stopped",
-        Duration::from_secs(20),
-        || async {
-            let (status, body) = engine.get("/readyz").await;
-            status == 503 && body.contains("clickhouse")
-        },
-    )
+    wait_until("readyz 503 after ClickHouse stopped", Duration::from_secs(20), || async {
+        let (status, body) = engine.get("/readyz").await;
+        status == 503 && body.contains("clickhouse")
+    })
     .await;
     engine.shutdown().await.unwrap();
 }
@@ -344,32 +213,19 @@ async fn readyz_is_503_while_clickhouse_is_down_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_every_dependency_missing() {
     let dead = free_port();
-    let mut config = test_config(
-        &format!("nats://127.0.0.1:{dead}"),
-        &format!("http://127.0.0.1:{dead}"),
-    );
+    let mut config = test_config(&format!("nats://127.0.0.1:{dead}"), &format!("http://127.0.0.1:{dead}"));
     config.python = "/nonexistent/python3".into();
     let engine = Engine::start(config).await;
     assert_eq!(engine.get("/healthz").await.0, 200);
     let (status, body) = engine.get("/readyz").await;
     assert_eq!(status, 503);
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        v["not_ready"],
-        json!(["nats", "clickhouse", "python"]),
-        "{body}"
-    );
+    assert_eq!(v["not_ready"], json!(["nats", "clickhouse", "python"]), "{body}");
     let (status, metrics) = engine.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("v7_analytics_events_received_total 0"));
     // Ping does not depend on anything.
-    let ping = engine
-        .grpc_client()
-        .await
-        .ping(PingRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let ping = engine.grpc_client().await.ping(PingRequest {}).await.unwrap().into_inner();
     assert_eq!(ping.events_ingested, 0);
     // With NATS and ClickHouse down, the engine must still stop: `shutdown` fails the test if it
     // hangs (a guard, not a timing; durations belong to benchmarks).
@@ -385,19 +241,10 @@ async fn graceful_shutdown_flushes_pending_inserts() {
     config.flush_interval = Duration::from_secs(3600);
     config.batch_size = 100_000;
     let engine = Engine::start(config).await;
-    wait_until("readyz 200", Duration::from_secs(30), || async {
-        engine.get("/readyz").await.0 == 200
-    })
-    .await;
+    wait_until("readyz 200", Duration::from_secs(30), || async { engine.get("/readyz").await.0 == 200 }).await;
 
     let now = now_ms();
-    publish(
-        &nats.url(),
-        &(0..5)
-            .map(|i| event(&format!("s{i}"), "shutdown", 1.0, now))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    publish(&nats.url(), &(0..5).map(|i| event(&format!("s{i}"), "shutdown", 1.0, now)).collect::<Vec<_>>()).await;
     let m = engine.shared.metrics.clone();
     let m1 = m.clone();
     wait_until("5 events received", Duration::from_secs(20), || {
@@ -406,21 +253,9 @@ async fn graceful_shutdown_flushes_pending_inserts() {
     })
     .await;
     assert_eq!(Metrics::get(&m.events_stored), 0);
-    assert_eq!(
-        ch.query("SELECT count() FROM v7.events")
-            .await
-            .unwrap()
-            .trim(),
-        "0"
-    );
+    assert_eq!(ch.query("SELECT count() FROM v7.events").await.unwrap().trim(), "0");
 
     engine.shutdown().await.unwrap();
     assert_eq!(Metrics::get(&m.events_stored), 5);
-    assert_eq!(
-        ch.query("SELECT count() FROM v7.events WHERE kind = 'shutdown'")
-            .await
-            .unwrap()
-            .trim(),
-        "5"
-    );
+    assert_eq!(ch.query("SELECT count() FROM v7.events WHERE kind = 'shutdown'").await.unwrap().trim(), "5");
 }

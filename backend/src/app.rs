@@ -65,12 +65,7 @@ impl AppState {
             .timeout(Duration::from_secs(10));
         // Lazy: the process starts (and /healthz works) while analytics-engine is down.
         let analytics = AnalyticsClient::new(endpoint.connect_lazy());
-        Ok(Arc::new(AppState {
-            config,
-            metrics: Metrics::default(),
-            nats: OnceLock::new(),
-            analytics,
-        }))
+        Ok(Arc::new(AppState { config, metrics: Metrics::default(), nats: OnceLock::new(), analytics }))
     }
 
     pub fn analytics(&self) -> AnalyticsClient<Channel> {

@@ -81,10 +81,7 @@ impl Config {
         }
 
         let nats_subject = get("V7_NATS_SUBJECT", DEFAULT_NATS_SUBJECT);
-        validate_subject(&nats_subject).map_err(|message| ConfigError {
-            var: "V7_NATS_SUBJECT",
-            message,
-        })?;
+        validate_subject(&nats_subject).map_err(|message| ConfigError { var: "V7_NATS_SUBJECT", message })?;
 
         let analytics_url = get("V7_ANALYTICS_URL", DEFAULT_ANALYTICS_URL);
         if !(analytics_url.starts_with("http://") || analytics_url.starts_with("https://")) {
@@ -113,23 +110,14 @@ impl Config {
 
         let log_filter = get("RUST_LOG", DEFAULT_LOG_FILTER);
 
-        Ok(Config {
-            http_addr,
-            grpc_addr,
-            nats_url,
-            nats_subject,
-            analytics_url,
-            log_format,
-            log_filter,
-        })
+        Ok(Config { http_addr, grpc_addr, nats_url, nats_subject, analytics_url, log_format, log_filter })
     }
 }
 
 fn parse_addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| ConfigError {
-        var,
-        message: format!("expected IP:PORT (e.g. 0.0.0.0:3000), got {value:?}"),
-    })
+    value
+        .parse()
+        .map_err(|_| ConfigError { var, message: format!("expected IP:PORT (e.g. 0.0.0.0:3000), got {value:?}") })
 }
 
 /// A subject to publish on: dot-separated non-empty tokens, no whitespace, no wildcards.

@@ -66,15 +66,12 @@ impl std::error::Error for ValidationError {}
 
 /// Parses a `POST /api/events` body. Type errors name the field; range checks are `validate`'s.
 pub fn parse_json(body: &[u8]) -> Result<Event, ValidationError> {
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| ValidationError::new("body", format!("invalid JSON: {e}")))?;
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| ValidationError::new("body", format!("invalid JSON: {e}")))?;
     let obj = match root {
         Value::Object(obj) => obj,
         other => {
-            return Err(ValidationError::new(
-                "body",
-                format!("expected a JSON object, got {}", json_type(&other)),
-            ))
+            return Err(ValidationError::new("body", format!("expected a JSON object, got {}", json_type(&other))))
         }
     };
 
@@ -94,9 +91,7 @@ pub fn parse_json(body: &[u8]) -> Result<Event, ValidationError> {
             "value" => match v {
                 Value::Number(n) => {
                     // serde_json numbers are finite; as_f64 is None only for arbitrary precision.
-                    ev.value = n
-                        .as_f64()
-                        .ok_or_else(|| ValidationError::new("value", "must be a finite number"))?;
+                    ev.value = n.as_f64().ok_or_else(|| ValidationError::new("value", "must be a finite number"))?;
                     have_value = true;
                 }
                 Value::Null => {}
@@ -178,20 +173,12 @@ pub fn validate(ev: &Event) -> Result<(), ValidationError> {
         return Err(ValidationError::new("kind", "must not be empty"));
     }
     if kind_len > KIND_MAX {
-        return Err(ValidationError::new(
-            "kind",
-            format!("must be at most {KIND_MAX} characters, got {kind_len}"),
-        ));
+        return Err(ValidationError::new("kind", format!("must be at most {KIND_MAX} characters, got {kind_len}")));
     }
-    if let Some(c) = ev
-        .kind
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')))
+    if let Some(c) =
+        ev.kind.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')))
     {
-        return Err(ValidationError::new(
-            "kind",
-            format!("invalid character {c:?} (allowed: a-z 0-9 _ . -)"),
-        ));
+        return Err(ValidationError::new("kind", format!("invalid character {c:?} (allowed: a-z 0-9 _ . -)")));
     }
     if !ev.value.is_finite() {
         return Err(ValidationError::new("value", format!("must be a finite number, got {}", ev.value)));
@@ -251,10 +238,7 @@ impl Event {
 }
 
 pub fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A UUIDv7-shaped id: 48 bits of Unix milliseconds, then 74 bits that are unique within this

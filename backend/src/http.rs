@@ -98,9 +98,9 @@ pub fn parse_stats_query(q: &HashMap<String, String>) -> Result<StatsRequest, St
     }
     let window_seconds = match q.get("window_seconds").map(|s| s.trim()) {
         None | Some("") => 0,
-        Some(s) => s.parse::<u32>().map_err(|_| {
-            format!("window_seconds: must be an integer from 0 to {}, got {s:?}", u32::MAX)
-        })?,
+        Some(s) => s
+            .parse::<u32>()
+            .map_err(|_| format!("window_seconds: must be an integer from 0 to {}, got {s:?}", u32::MAX))?,
     };
     Ok(StatsRequest { kind, window_seconds })
 }
@@ -145,11 +145,7 @@ async fn get_stats(State(state): State<Arc<AppState>>, Query(q): Query<HashMap<S
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
 async fn not_found() -> Response {
@@ -175,7 +171,12 @@ mod tests {
 
     #[test]
     fn stats_query_errors_name_the_parameter() {
-        for (k, v) in [("window_seconds", "-1"), ("window_seconds", "abc"), ("window_seconds", "4294967296"), ("kind", "Bad Kind")] {
+        for (k, v) in [
+            ("window_seconds", "-1"),
+            ("window_seconds", "abc"),
+            ("window_seconds", "4294967296"),
+            ("kind", "Bad Kind"),
+        ] {
             let e = parse_stats_query(&q(&[(k, v)])).unwrap_err();
             assert!(e.starts_with(k), "{k}={v}: {e}");
         }

@@ -32,9 +32,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Metrics {
     pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        *lock(&self.http_requests)
-            .entry((method.to_string(), route.to_string(), status))
-            .or_insert(0) += 1;
+        *lock(&self.http_requests).entry((method.to_string(), route.to_string(), status)).or_insert(0) += 1;
         let secs = elapsed.as_secs_f64();
         let mut lat = lock(&self.http_latency);
         let h = lat.entry(route.to_string()).or_default();
@@ -48,9 +46,7 @@ impl Metrics {
     }
 
     pub fn observe_grpc(&self, method: &str, code: tonic::Code) {
-        *lock(&self.grpc_requests)
-            .entry((method.to_string(), format!("{code:?}")))
-            .or_insert(0) += 1;
+        *lock(&self.grpc_requests).entry((method.to_string(), format!("{code:?}"))).or_insert(0) += 1;
     }
 
     pub fn events_published(&self, n: u64) {
@@ -88,23 +84,16 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(
-                out,
-                "v7_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
+            let _ =
+                writeln!(out, "v7_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "v7_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
             let _ = writeln!(out, "v7_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
         }
         out.push_str("# HELP v7_grpc_requests_total gRPC calls by method and status code.\n");
         out.push_str("# TYPE v7_grpc_requests_total counter\n");
         for ((method, code), n) in lock(&self.grpc_requests).iter() {
-            let _ = writeln!(
-                out,
-                "v7_grpc_requests_total{{method=\"{}\",code=\"{}\"}} {n}",
-                escape(method),
-                escape(code)
-            );
+            let _ =
+                writeln!(out, "v7_grpc_requests_total{{method=\"{}\",code=\"{}\"}} {n}", escape(method), escape(code));
         }
         let counters = [
             ("v7_events_published_total", "Events published to NATS.", &self.events_published),
@@ -136,7 +125,10 @@ mod tests {
         m.events_published(3);
         m.publish_failed(1);
         let text = m.render();
-        assert!(text.contains("v7_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2\n"), "{text}");
+        assert!(
+            text.contains("v7_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("v7_http_requests_total{method=\"POST\",route=\"/api/events\",status=\"400\"} 1\n"));
         assert!(text.contains("v7_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"0.005\"} 1\n"));
         assert!(text.contains("v7_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"0.5\"} 2\n"));

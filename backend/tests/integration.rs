@@ -123,7 +123,10 @@ struct FakeAnalytics {
 
 #[tonic::async_trait]
 impl Analytics for FakeAnalytics {
-    async fn get_stats(&self, request: tonic::Request<StatsRequest>) -> Result<tonic::Response<StatsResponse>, tonic::Status> {
+    async fn get_stats(
+        &self,
+        request: tonic::Request<StatsRequest>,
+    ) -> Result<tonic::Response<StatsResponse>, tonic::Status> {
         let req = request.into_inner();
         self.seen.lock().unwrap().push(req.clone());
         if req.kind == "boom" {
@@ -298,7 +301,9 @@ async fn post_event_publishes_exact_json_on_nats() {
     let (_client, mut sub) = subscribe(&nats, &backend.subject).await;
 
     let (status, body) = backend
-        .post_raw(r#"{"kind":"page_view","value":1.5,"source":"web","attributes":{"path":"/"},"ts_unix_ms":1700000000000}"#)
+        .post_raw(
+            r#"{"kind":"page_view","value":1.5,"source":"web","attributes":{"path":"/"},"ts_unix_ms":1700000000000}"#,
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().expect("id in response").to_string();
@@ -390,11 +395,8 @@ async fn grpc_publish_and_batch_use_the_same_path() {
                "attributes": {"a": "b"}, "ts_unix_ms": 42})
     );
 
-    let ack = client
-        .publish_batch(EventBatch { events: vec![ev("one", 1.0), ev("two", 2.0)] })
-        .await
-        .unwrap()
-        .into_inner();
+    let ack =
+        client.publish_batch(EventBatch { events: vec![ev("one", 1.0), ev("two", 2.0)] }).await.unwrap().into_inner();
     assert_eq!(ack.accepted, 2);
     assert_eq!(ack.ids.len(), 2);
     for (i, kind) in ["one", "two"].iter().enumerate() {
@@ -410,10 +412,7 @@ async fn grpc_publish_and_batch_use_the_same_path() {
     let status = client.publish(ev("x", f64::NAN)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with("value:"), "{}", status.message());
-    let status = client
-        .publish_batch(EventBatch { events: vec![ev("ok", 1.0), ev("NOT OK", 1.0)] })
-        .await
-        .unwrap_err();
+    let status = client.publish_batch(EventBatch { events: vec![ev("ok", 1.0), ev("NOT OK", 1.0)] }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with("events[1].kind:"), "{}", status.message());
     assert_no_message(&mut sub).await;
@@ -474,7 +473,10 @@ async fn stats_are_served_from_analytics_engine() {
 
     let (status, _) = backend.get("/api/stats").await;
     assert_eq!(status, 200);
-    assert_eq!(fake.seen.lock().unwrap().last().cloned(), Some(StatsRequest { kind: String::new(), window_seconds: 0 }));
+    assert_eq!(
+        fake.seen.lock().unwrap().last().cloned(),
+        Some(StatsRequest { kind: String::new(), window_seconds: 0 })
+    );
 
     let (status, body) = backend.get("/api/stats?window_seconds=abc").await;
     assert_eq!(status, 400, "{body}");

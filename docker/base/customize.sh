@@ -1,6 +1,6 @@
 #!/bin/sh
 # customize.sh ROOTFS FACTS_FILE [SUITE]
-# Shared finishing step for the V7 base rootfs (run by `cargo xtask build --offline` after
+# Shared finishing step for the V7 base rootfs (run by `cargo xtask build --registry-free` after
 # debootstrap; it also works as an mmdebstrap --customize-hook).
 # Writes the container apt/dpkg config, removes docs/caches/host leftovers and
 # records facts as shell assignments (key='value', one a line) into FACTS_FILE

@@ -3,7 +3,7 @@
 #   cold:    from no images (base included) and empty dependency caches to every image built
 #   rebuild: after a one-line change in backend/src/main.rs
 #   no-op:   nothing changed
-# It runs under its own project name (images localhost/v7bench-offline/*) and state dir, so it
+# It runs under its own project name (images localhost/v7bench-registry-free/*) and state dir, so it
 # neither uses nor disturbs a developer's images and caches, and removes its images at the end.
 # Usage: RUNS=3 xtask/bench/registry-free.sh      (medians over RUNS; default 1, a cold run is minutes)
 set -euo pipefail
@@ -19,7 +19,7 @@ export V7_STACK_FILE="$tmp/stack.toml" V7_STATE_DIR="$tmp/state"
 cp backend/src/main.rs "$tmp/main.rs.orig"
 
 remove_images() {
-  podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/v7bench-offline/' | xargs -r podman rmi -f >/dev/null 2>&1 || true
+  podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/v7bench-registry-free/' | xargs -r podman rmi -f >/dev/null 2>&1 || true
 }
 cleanup() {
   cp "$tmp/main.rs.orig" backend/src/main.rs
@@ -37,10 +37,10 @@ for i in $(seq "$runs"); do
   remove_images
   rm -rf "$tmp/state"
   cp "$tmp/main.rs.orig" backend/src/main.rs
-  cold=$(seconds "$tmp/cold.log" "$xtask" build --offline)
+  cold=$(seconds "$tmp/cold.log" "$xtask" build --registry-free)
   echo "// v7 bench one-line change $i $(date +%s%N)" >> backend/src/main.rs
-  rebuild=$(seconds "$tmp/rebuild.log" "$xtask" build --offline)
-  noop=$(seconds "$tmp/noop.log" "$xtask" build --offline)
+  rebuild=$(seconds "$tmp/rebuild.log" "$xtask" build --registry-free)
+  noop=$(seconds "$tmp/noop.log" "$xtask" build --registry-free)
   rebuilt=$(grep -E '^[a-z-]+: built ' "$tmp/rebuild.log" | cut -d: -f1 | tr '\n' ' ')
   if [ "$rebuilt" != "backend " ]; then echo "run $i: the rebuild built [$rebuilt], expected backend only" >&2; exit 1; fi
   if grep -qE '^[a-z-]+: built ' "$tmp/noop.log"; then echo "run $i: the no-op build built something" >&2; exit 1; fi

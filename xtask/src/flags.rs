@@ -1,4 +1,5 @@
-//! Command-line flags. Every `///` line here is what `cargo xtask --help` prints.
+//! Command-line flags, declared once with xflags. Every `///` line here is what `--help`
+//! prints; `cargo xtask COMMAND --help` prints that command's part alone ([`help_for`]).
 
 use std::path::PathBuf;
 
@@ -39,7 +40,7 @@ xflags::xflags! {
             /// Pull these images instead of the ones the stack needs; repeat for more.
             repeated --image reference: String
             /// Let podman talk to plain-HTTP registries directly, without the loopback relay
-            /// that fetches ahead and retries single requests (xtask/src/pull_relay.rs).
+            /// that fetches ahead and retries single requests (xtask/src/images/pull/relay).
             optional --no-relay
             /// Print the result as JSON on stdout (the live display goes to stderr).
             optional --json
@@ -52,19 +53,20 @@ xflags::xflags! {
         ///
         /// Examples:
         ///   cargo xtask build
-        ///   cargo xtask build --mirror                  mirrors from docker/stack.toml
+        ///   cargo xtask build --mirror                  package mirrors from docker/stack.toml
         ///   cargo xtask build --mirror --preset tuna backend
-        ///   cargo xtask build --offline                 registry-free: Debian-based images
+        ///   cargo xtask build --registry-free           every image from Debian packages
         cmd build {
             /// Services to build (default: all three).
             repeated service: String
-            /// Rewrite the Dockerfiles (out of tree) so apk, apt, npm, pip and cargo use mirrors.
+            /// Rewrite the Dockerfiles (out of tree) so apk, apt, npm, pip and cargo use package
+            /// mirrors.
             optional --mirror
-            /// Which mirror preset of docker/stack.toml `--mirror` uses.
+            /// Which package mirror preset of docker/stack.toml `--mirror` uses.
             optional --preset name: String
             /// Registry-free mode: build every image from Debian packages, no registry needed.
-            optional --offline
-            /// With --offline: make the Debian base image anew (it is otherwise reused).
+            optional --registry-free
+            /// With --registry-free: make the Debian base image anew (it is otherwise reused).
             optional --rebuild-base
             /// Build even when nothing changed.
             optional --force
@@ -76,11 +78,11 @@ xflags::xflags! {
         ///
         /// Examples:
         ///   cargo xtask deploy
-        ///   cargo xtask deploy --offline
+        ///   cargo xtask deploy --registry-free
         ///   cargo xtask deploy --dry-run
         cmd deploy {
-            /// Registry-free mode (see `build --offline`).
-            optional --offline
+            /// Registry-free mode (see `build --registry-free`).
+            optional --registry-free
             /// Use the images that are here; do not build.
             optional --no-build
             /// Seconds each service may take to become healthy (default 120).
@@ -90,6 +92,10 @@ xflags::xflags! {
         }
 
         /// Stop and remove the stack's containers and networks (volumes with --volumes).
+        ///
+        /// Examples:
+        ///   cargo xtask down
+        ///   cargo xtask down --volumes --dry-run
         cmd down {
             /// Also remove the named volumes (their data is lost).
             optional --volumes
@@ -98,6 +104,10 @@ xflags::xflags! {
         }
 
         /// Show each service of the stack: state, health, image, ports.
+        ///
+        /// Examples:
+        ///   cargo xtask status
+        ///   cargo xtask status --json
         cmd status {
             /// Print JSON.
             optional --json
@@ -116,18 +126,26 @@ xflags::xflags! {
 
         /// Prove the running stack works: post an event through web's proxy, see it stored
         /// and counted, and check every health endpoint and Prometheus target.
+        ///
+        /// Example: cargo xtask verify
         cmd verify {}
 
         /// Report podman and how this host needs it configured, proxies and mirrors in effect.
+        ///
+        /// Example: cargo xtask doctor
         cmd doctor {}
 
         /// Air-gapped machines: every image of the stack in one verified archive.
+        ///
+        /// Examples:
+        ///   cargo xtask bundle save v7-images.tar.gz
+        ///   cargo xtask bundle load v7-images.tar.gz
         cmd bundle {
-            /// Write every image the stack needs into FILE, with a manifest and checksums.
+            /// Write every image the stack needs into FILE, with an index and checksums.
             cmd save {
                 required file: PathBuf
                 /// Registry-free images (the default when no registry is reachable).
-                optional --offline
+                optional --registry-free
             }
             /// Verify FILE, then load its images; a corrupted bundle loads nothing.
             cmd load {
@@ -144,21 +162,126 @@ xflags::xflags! {
             /// `compose` or `kube`.
             required format: String
             /// Registry-free image names.
-            optional --offline
+            optional --registry-free
         }
 
-        /// Run every test suite: Rust, Python, web, and the podman end-to-end tests.
-        /// Installs missing prerequisites first (apt-get, npm, pip) and says what it did.
+        /// Run every test suite: lint (cargo fmt --check, clippy -D warnings), Rust, Python,
+        /// web, and the podman end-to-end tests. Installs missing prerequisites first (apt-get,
+        /// npm, pip) and says what it did.
+        ///
+        /// Examples:
+        ///   cargo xtask test
+        ///   cargo xtask test lint rust
         cmd test {
-            /// Only these suites: rust, python, web, podman (default: all).
+            /// Only these suites: lint, rust, python, web, podman (default: all).
             repeated suite: String
         }
 
         /// Benchmarks. `cold-build`: cold `cargo build -p xtask` and warm `cargo xtask --help`.
+        ///
+        /// Example: cargo xtask bench cold-build --runs 3
         cmd bench {
             required name: String
             /// Repetitions (default 3).
             optional --runs n: usize
         }
+    }
+}
+
+/// The command named at the start of `args` (`["bundle", "save"]` for `bundle save FILE`):
+/// leading arguments as long as they name a command of the help.
+pub fn command_path(args: &[String]) -> Vec<String> {
+    let mut path: Vec<String> = Vec::new();
+    for a in args {
+        let mut next = path.clone();
+        next.push(a.clone());
+        if section(&next).is_none() {
+            break;
+        }
+        path = next;
+    }
+    path
+}
+
+/// The lines of the generated help that describe `path`, with its subcommands.
+fn section(path: &[String]) -> Option<Vec<&'static str>> {
+    let lines: Vec<&'static str> = Xtask::HELP_.lines().collect();
+    let head = format!("xtask {}", path.join(" "));
+    let start = lines.iter().position(|l| *l == head)?;
+    let nested = format!("{head} ");
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("xtask ") && !l.starts_with(&nested))
+        .map_or(lines.len(), |i| start + 1 + i);
+    Some(lines[start..end].to_vec())
+}
+
+/// `cargo xtask COMMAND --help`: that command's part of the help, with its examples; the whole
+/// help for no command.
+pub fn help_for(path: &[String]) -> String {
+    match section(path) {
+        Some(lines) if !path.is_empty() => {
+            let text = lines.join("\n");
+            format!("cargo {}\n\nEvery command: cargo xtask --help\n", text.trim_end())
+        }
+        _ => Xtask::HELP_.to_string(),
+    }
+}
+
+/// Flags and values that were renamed, and their names now.
+const RENAMED: &[(&str, &str)] = &[("--offline", "--registry-free")];
+
+pub fn renamed(args: &[String]) -> Option<(&'static str, &'static str)> {
+    RENAMED.iter().copied().find(|(old, _)| args.iter().any(|a| a == old))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_command_has_help_of_its_own() {
+        let commands = [
+            "pull", "build", "deploy", "down", "status", "logs", "verify", "doctor", "bundle", "export", "test",
+            "bench",
+        ];
+        for c in commands {
+            let help = help_for(&args(c));
+            assert!(help.starts_with(&format!("cargo xtask {c}\n")), "{c}:\n{help}");
+            assert!(help.contains("Example"), "{c} has examples:\n{help}");
+            for other in commands.iter().filter(|o| **o != c) {
+                assert!(
+                    !help.contains(&format!("\ncargo xtask {other}\n"))
+                        && !help.contains(&format!("\nxtask {other}\n")),
+                    "{c} shows {other}:\n{help}"
+                );
+            }
+            assert!(help.lines().count() < 60, "{c}: {} lines", help.lines().count());
+        }
+        let build = help_for(&args("build"));
+        assert!(
+            build.contains("--registry-free") && build.contains("cargo xtask build --mirror --preset tuna backend"),
+            "{build}"
+        );
+        let bundle = help_for(&args("bundle"));
+        assert!(bundle.contains("xtask bundle save") && bundle.contains("xtask bundle load"), "{bundle}");
+        let save = help_for(&args("bundle save"));
+        assert!(save.contains("--registry-free") && !save.contains("bundle load"), "{save}");
+        assert_eq!(help_for(&[]), Xtask::HELP_);
+    }
+
+    #[test]
+    fn the_command_is_found_before_its_arguments() {
+        assert_eq!(command_path(&args("bundle save x.tar --help")), ["bundle", "save"]);
+        assert_eq!(command_path(&args("export compose --help")), ["export"]);
+        assert_eq!(command_path(&args("logs backend")), ["logs"]);
+        assert!(command_path(&args("--help")).is_empty());
+        assert!(command_path(&args("nonsense build")).is_empty());
+        assert_eq!(renamed(&args("build --offline")), Some(("--offline", "--registry-free")));
+        assert_eq!(renamed(&args("build --registry-free")), None);
     }
 }

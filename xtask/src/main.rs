@@ -1,80 +1,89 @@
-//! `cargo xtask`: V7's build automation. Each subcommand lives in its own module with a
-//! `run(self, sh)`; every external command is planned as a [`command::Cmd`] value first and
-//! executed in one place ([`command::Runner`]), so `--dry-run` prints exactly what would run.
+//! `cargo xtask`: V7's build automation. `main` parses the flags (`flags.rs`) and dispatches to
+//! one module per command (`cli/`), each a `run(self, ws)`. Dependencies point down, never up
+//! or around (checked by `tidy`):
+//!
+//! ```text
+//! main, flags  ->  cli  ->  deploy, export  ->  images  ->  stack  ->  podman  ->  process, net, oci  ->  util
+//! ```
+//!
+//! docs/xtask.md has the map: where Dockerfiles are rewritten, pulls retried, services health
+//! gated, images named.
 
-mod flags;
-
-
-mod bench;
-mod build;
-mod build_inputs;
-mod bundle;
-mod command;
+mod cli;
 mod deploy;
-mod doctor;
-mod dockerfile;
 mod export;
-mod http_client;
-mod image_ref;
-mod manifest;
-mod manifest_reader;
-mod mirror_rewrite;
-mod podman_host;
-mod prereq;
-mod proxy;
-mod pull;
-mod pull_relay;
-mod registry_free;
-mod registry_mirrors;
-mod test_suite;
-mod text_format;
+mod flags;
+mod images;
+mod net;
+mod oci;
+mod podman;
+mod process;
+mod stack;
 #[cfg(test)]
 mod tidy;
+mod util;
 
-use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Result;
-use xshell::Shell;
 
-fn main() -> std::process::ExitCode {
-    match try_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+use util::workspace::Workspace;
+
+fn main() -> ExitCode {
+    let flags = match parse_args() {
+        Ok(flags) => flags,
+        Err(code) => return code,
+    };
+    match run(flags) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line of cause first, then the context chain that says what to do.
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-fn try_main() -> Result<()> {
-    let flags = flags::Xtask::from_env_or_exit();
-    let sh = Shell::new()?;
-    sh.change_dir(project_root());
-    match flags.subcommand {
-        flags::XtaskCmd::Pull(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Build(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Deploy(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Down(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Status(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Logs(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Verify(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Doctor(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Bundle(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Export(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Test(cmd) => cmd.run(&sh),
-        flags::XtaskCmd::Bench(cmd) => cmd.run(&sh),
+/// The flags, or the exit code after help or an error was printed. `COMMAND --help` prints that
+/// command's help alone; flags that were renamed say their new name.
+fn parse_args() -> Result<flags::Xtask, ExitCode> {
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let path = flags::command_path(&args);
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{}", flags::help_for(&path));
+        return Err(ExitCode::SUCCESS);
+    }
+    if let Some((old, new)) = flags::renamed(&args) {
+        eprintln!("error: `{old}` is now called `{new}` (one name per concept: docs/xtask.md)");
+        return Err(ExitCode::from(2));
+    }
+    match flags::Xtask::from_vec(args.iter().map(Into::into).collect()) {
+        Ok(flags) => Ok(flags),
+        Err(e) => {
+            let command = if path.is_empty() { String::new() } else { format!("{} ", path.join(" ")) };
+            eprintln!("error: {e}\n  hint: `cargo xtask {command}--help` lists what it takes");
+            Err(ExitCode::from(2))
+        }
     }
 }
 
-/// The workspace root: the parent of this crate's directory.
-pub(crate) fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Where the xtask keeps what it generates (podman configs, rewritten Dockerfiles, build
-/// logs, fetched dependencies). Ignored by git; safe to delete. `V7_STATE_DIR` moves it: the
-/// end-to-end tests and benchmarks use that to start cold without touching a developer's.
-pub(crate) fn state_dir() -> PathBuf {
-    std::env::var_os("V7_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join(".v7"))
+fn run(flags: flags::Xtask) -> Result<()> {
+    let ws = Workspace::from_env();
+    // Relative paths (stack file entries, build contexts) mean the checkout, wherever cargo
+    // was started from.
+    std::env::set_current_dir(&ws.root)?;
+    match flags.subcommand {
+        flags::XtaskCmd::Pull(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Build(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Deploy(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Down(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Status(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Logs(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Verify(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Doctor(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Bundle(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Export(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Test(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Bench(cmd) => cmd.run(&ws),
+    }
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask export compose|kube`, checked by real validators: the compose file against the
 //! Compose Specification's JSON schema (PyPI's check-jsonschema), the Kubernetes manifests
 //! against the API schemas (PyPI's kubernetes-validate, `--strict`: unknown fields are errors).
-//! Both modes (registry and `--offline`). Run by `cargo test -p xtask --features e2e`.
+//! Both modes (registry and `--registry-free`). Run by `cargo test -p xtask --features e2e`.
 //!
 //! The validators are installed with `python3 -m pip` when missing; if that fails the test
 //! fails (it never skips). The compose schema is the pinned copy in `../shared/specs` beside
@@ -10,8 +10,12 @@
 //!
 //! No podman object is made: `podman kube play` would need the stack's images on the machine.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::TempDir;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -54,34 +58,17 @@ fn ensure_validators() {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    /// One per test: the tests run in parallel.
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("v7test-export-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `cargo xtask export FORMAT [--offline]`, written to a file of `dir`.
-fn export(dir: &Path, format: &str, offline: bool) -> PathBuf {
+/// `cargo xtask export FORMAT [--registry-free]`, written to a file of `dir`.
+fn export(dir: &Path, format: &str, registry_free: bool) -> PathBuf {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(["export", format]);
-    if offline {
-        cmd.arg("--offline");
+    if registry_free {
+        cmd.arg("--registry-free");
     }
     let out = run(&mut cmd);
     assert!(out.status.success(), "`xtask export {format}` failed:\n{}", text(&out));
     assert!(!out.stdout.is_empty(), "`xtask export {format}` printed nothing");
-    let path = dir.join(format!("{format}{}.yaml", if offline { "-offline" } else { "" }));
+    let path = dir.join(format!("{format}{}.yaml", if registry_free { "-registry-free" } else { "" }));
     std::fs::write(&path, &out.stdout).unwrap();
     path
 }
@@ -89,7 +76,7 @@ fn export(dir: &Path, format: &str, offline: bool) -> PathBuf {
 #[test]
 fn compose_export_matches_the_compose_spec_schema() {
     ensure_validators();
-    let dir = TempDir::new("compose");
+    let dir = TempDir::new("export-compose");
     let pinned = std::env::var_os("V7_COMPOSE_SCHEMA")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/specs/compose-spec.json"));
@@ -99,33 +86,33 @@ fn compose_export_matches_the_compose_spec_schema() {
         eprintln!("{} not found: using check-jsonschema's own copy of the compose schema", pinned.display());
         vec!["--builtin-schema".into(), "vendor.compose-spec".into()]
     };
-    for offline in [false, true] {
-        let file = export(&dir.0, "compose", offline);
+    for registry_free in [false, true] {
+        let file = export(dir.path(), "compose", registry_free);
         let out = run(Command::new("python3").args(["-m", "check_jsonschema"]).args(&schema_args).arg(&file));
         assert!(
             out.status.success(),
-            "check-jsonschema {} {}: the compose export (offline: {offline}) does not match the schema:\n{}",
+            "check-jsonschema {} {}: the compose export (registry_free: {registry_free}) does not match the schema:\n{}",
             schema_args.join(" "),
             file.display(),
             text(&out)
         );
         let yaml = std::fs::read_to_string(&file).unwrap();
         assert!(yaml.contains("\nname: v7\n") && yaml.contains("\n  backend:\n"), "{yaml}");
-        assert_eq!(yaml.contains("# grafana: left out:"), offline, "{yaml}");
+        assert_eq!(yaml.contains("# grafana: left out:"), registry_free, "{yaml}");
     }
 }
 
 #[test]
 fn kube_export_passes_strict_kubernetes_validation() {
     ensure_validators();
-    let dir = TempDir::new("kube");
-    for offline in [false, true] {
-        let file = export(&dir.0, "kube", offline);
+    let dir = TempDir::new("export-kube");
+    for registry_free in [false, true] {
+        let file = export(dir.path(), "kube", registry_free);
         let out = run(Command::new("python3").args(["-m", "kubernetes_validate", "--strict"]).arg(&file));
         let report = text(&out);
         assert!(
             out.status.success() && !report.contains("ERROR"),
-            "kubernetes-validate --strict {}: the kube export (offline: {offline}) is not valid:\n{report}",
+            "kubernetes-validate --strict {}: the kube export (registry_free: {registry_free}) is not valid:\n{report}",
             file.display()
         );
         let yaml = std::fs::read_to_string(&file).unwrap();
@@ -133,9 +120,12 @@ fn kube_export_passes_strict_kubernetes_validation() {
         let passed = report.matches(" passed for resource ").count();
         assert_eq!(passed, objects, "every object of the export is validated:\n{report}");
         for resource in ["pod/backend", "service/backend", "pod/nats", "persistentvolumeclaim/v7-nats-data"] {
-            assert!(report.contains(&format!("passed for resource {resource} ")), "{resource} not validated:\n{report}");
+            assert!(
+                report.contains(&format!("passed for resource {resource} ")),
+                "{resource} not validated:\n{report}"
+            );
         }
-        assert_eq!(report.contains("pod/grafana "), !offline, "{report}");
+        assert_eq!(report.contains("pod/grafana "), !registry_free, "{report}");
     }
 }
 

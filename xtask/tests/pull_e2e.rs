@@ -5,7 +5,7 @@
 //! registry it started) and is removed on drop, even when the test fails.
 //!
 //! The registries here are plain HTTP, so by default podman pulls through the xtask's loopback
-//! relay (xtask/src/pull_relay.rs), which retries single requests; `--no-relay` is the path
+//! relay (xtask/src/images/pull/relay), which retries single requests; `--no-relay` is the path
 //! HTTPS registries take (podman talks to the registry, the xtask retries whole pulls). Most
 //! faults are tested on both paths. No test asserts on wall-clock time: waits are checked in
 //! the proxy's own request log, durations belong to `xtask/bench/pull.sh`.
@@ -15,6 +15,7 @@ mod support;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use support::registry::*;
 use support::*;
 
 /// One registry with one proxy in front, and images pushed to it.
@@ -51,25 +52,35 @@ fn transient_503_is_retried_then_succeeds_and_status_shows_it() {
     let direct = s.via_proxy("flakydirect");
     let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--image", &image]);
     assert!(ok && out.contains("missing"), "{out}");
+    let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--json", "--image", &image]);
+    assert!(ok, "{out}");
+    assert_eq!(image_string(&out, &image, "status").as_deref(), Some("missing"), "{out}");
+    assert_eq!(boolean(&json(&out), "ok"), Some(false), "an image is missing: {out}");
     // Through the relay: the registry is asked again, podman's one attempt never sees the 503s.
     s.proxy.faults(r#"{"rules": [{"path": "/flaky/manifests/", "action": "status", "status": 503, "times": 2}]}"#);
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--image", &image]);
     assert!(ok, "{err}");
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(1.0), "{out}");
-    assert_eq!(json_number_after(&out, &image, "request_retries"), Some(2.0), "{out}");
-    assert_eq!(json_string_after(&out, &image, "status").as_deref(), Some("pulled"));
+    assert_eq!(image_number(&out, &image, "attempts"), Some(1.0), "{out}");
+    assert_eq!(image_number(&out, &image, "request_retries"), Some(2.0), "{out}");
+    assert_eq!(image_string(&out, &image, "status").as_deref(), Some("pulled"));
     assert!(err.contains("[relay: 2 requests retried, last manifest 1: 503 Service Unavailable"), "{err}");
     assert!(image_exists(&image));
     assert_eq!(s.proxy.count("status=503"), 2);
     let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--image", &image]);
     assert!(ok && out.contains("present"), "{out}");
+    let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--json", "--image", &image]);
+    assert!(ok, "{out}");
+    let report = image_report(&json(&out), &image);
+    assert_eq!(string(&report, "status").as_deref(), Some("present"), "{out}");
+    assert!(number(&report, "size_bytes").is_some_and(|n| n > 1_000_000.0), "{out}");
 
     // Directly: each 503 costs podman a whole attempt, and the xtask makes the next one.
-    s.proxy.faults(r#"{"rules": [{"path": "/flakydirect/manifests/", "action": "status", "status": 503, "times": 2}]}"#);
+    s.proxy
+        .faults(r#"{"rules": [{"path": "/flakydirect/manifests/", "action": "status", "status": 503, "times": 2}]}"#);
     let (ok, out, err, _) = s.xtask.run(&["pull", "--no-relay", "--json", "--image", &direct]);
     assert!(ok, "{err}");
-    assert_eq!(json_number_after(&out, &direct, "attempts"), Some(3.0), "{out}");
-    assert_eq!(json_number_after(&out, &direct, "request_retries"), Some(0.0), "{out}");
+    assert_eq!(image_number(&out, &direct, "attempts"), Some(3.0), "{out}");
+    assert_eq!(image_number(&out, &direct, "request_retries"), Some(0.0), "{out}");
     assert!(err.contains("retry 2/3"), "{err}");
     assert!(image_exists(&direct));
     assert_eq!(s.proxy.count("status=503"), 4);
@@ -80,11 +91,11 @@ fn persistent_503_fails_with_a_clear_message() {
     let mut s = Setup::new(&[("down", 1)]);
     let image = s.via_proxy("down");
     s.proxy.faults(r#"{"rules": [{"path": "/manifests/", "action": "status", "status": 503}]}"#);
-    // Through the relay: 5 requests per podman attempt (pull_relay::TRIES), 2 attempts.
+    // Through the relay: 5 requests per podman attempt (relay/protocol.rs TRIES), 2 attempts.
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--attempts", "2", "--image", &image]);
     assert!(!ok);
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(2.0), "{out}");
-    assert_eq!(json_number_after(&out, &image, "request_retries"), Some(8.0), "{out}");
+    assert_eq!(image_number(&out, &image, "attempts"), Some(2.0), "{out}");
+    assert_eq!(image_number(&out, &image, "request_retries"), Some(8.0), "{out}");
     let last = err.lines().last().unwrap_or("");
     assert!(err.contains(&format!("  {image}: ")), "{err}");
     assert!(last.contains("503 Service Unavailable"), "{last}");
@@ -95,7 +106,7 @@ fn persistent_503_fails_with_a_clear_message() {
     s.proxy.clear_log();
     let (ok, out, err, _) = s.xtask.run(&["pull", "--no-relay", "--json", "--attempts", "2", "--image", &image]);
     assert!(!ok);
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(2.0), "{out}");
+    assert_eq!(image_number(&out, &image, "attempts"), Some(2.0), "{out}");
     assert!(err.lines().last().unwrap_or("").contains("503 Service Unavailable"), "{err}");
     assert_eq!(s.proxy.count("method=GET&path=/manifests/"), 2, "{}", s.proxy.log());
     assert!(!image_exists(&image));
@@ -114,7 +125,7 @@ fn unknown_tag_fails_fast_without_retries() {
         }
         let (ok, out, err, _) = s.xtask.run(&args);
         assert!(!ok);
-        assert_eq!(json_number_after(&out, &image, "attempts"), Some(1.0), "relay {relay}: {out}");
+        assert_eq!(image_number(&out, &image, "attempts"), Some(1.0), "relay {relay}: {out}");
         assert!(err.contains("manifest unknown"), "{err}");
         assert!(err.contains("hint: the tag or digest does not exist"), "{err}");
         assert_eq!(s.proxy.count("method=GET&path=/manifests/nope"), 1, "relay {relay}: {}", s.proxy.log());
@@ -139,7 +150,7 @@ fn rate_limit_429_waits_for_retry_after() {
     let first = first.unwrap();
     let (_, next) = s.proxy.find(&format!("method=GET&path=/limited/manifests/&status=200&after={first}"));
     assert!(next.unwrap() - first >= 1.9, "waited {:?}", next.map(|n| n - first));
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(1.0), "{out}");
+    assert_eq!(image_number(&out, &image, "attempts"), Some(1.0), "{out}");
     assert!(image_exists(&image));
 
     // Directly: podman makes 5 manifest requests honouring Retry-After, then gives up; the 6th
@@ -155,7 +166,7 @@ fn rate_limit_429_waits_for_retry_after() {
     let head = head.unwrap();
     let (_, next) = s.proxy.find(&format!("method=GET&path=/limiteddirect/manifests/&status=200&after={head}"));
     assert!(next.unwrap() - head >= 1.9, "waited {:?}", next.map(|n| n - head));
-    assert_eq!(json_number_after(&out, &direct, "attempts"), Some(2.0), "{out}");
+    assert_eq!(image_number(&out, &direct, "attempts"), Some(2.0), "{out}");
     assert!(image_exists(&direct));
 }
 
@@ -176,18 +187,20 @@ fn resets_and_cuts_mid_blob_are_retried() {
     assert!(ok, "{err}");
     assert_eq!(s.proxy.count("fault=cut"), 4, "{}", s.proxy.log());
     assert_eq!(s.proxy.count("fault=reset"), 4);
-    assert_eq!(json_number_after(&out, &cut, "attempts"), Some(1.0), "{out}");
-    assert_eq!(json_number_after(&out, &cut, "request_retries"), Some(4.0), "{out}");
-    assert_eq!(json_number_after(&out, &reset, "request_retries"), Some(4.0), "{out}");
+    assert_eq!(image_number(&out, &cut, "attempts"), Some(1.0), "{out}");
+    assert_eq!(image_number(&out, &cut, "request_retries"), Some(4.0), "{out}");
+    assert_eq!(image_number(&out, &reset, "request_retries"), Some(4.0), "{out}");
     assert!(err.contains("answer cut at"), "{err}");
     assert!(image_exists(&cut) && image_exists(&reset));
 
     // Directly: podman retries network errors 3 times inside one attempt, so 4 cuts exhaust
     // an attempt and the xtask makes another.
-    s.proxy.faults(r#"{"rules": [{"path": "/v7test-pull/cutdirect/blobs/", "method": "GET", "action": "cut", "times": 4}]}"#);
+    s.proxy.faults(
+        r#"{"rules": [{"path": "/v7test-pull/cutdirect/blobs/", "method": "GET", "action": "cut", "times": 4}]}"#,
+    );
     let (ok, out, err, _) = s.xtask.run(&["pull", "--no-relay", "--json", "--image", &cut_direct]);
     assert!(ok, "{err}");
-    assert!(json_number_after(&out, &cut_direct, "attempts").unwrap() >= 2.0, "{out}");
+    assert!(image_number(&out, &cut_direct, "attempts").unwrap() >= 2.0, "{out}");
     assert!(image_exists(&cut_direct));
 }
 
@@ -206,7 +219,7 @@ fn a_third_of_requests_failing_at_random_still_lands_every_image() {
     assert!(ok, "{err}");
     let faults = s.proxy.count("fault=status") + s.proxy.count("fault=reset") + s.proxy.count("fault=cut");
     assert!(faults > 0, "no fault was injected: {}", s.proxy.log());
-    let retried: f64 = images.iter().map(|i| json_number_after(&out, i, "request_retries").unwrap()).sum();
+    let retried: f64 = images.iter().map(|i| image_number(&out, i, "request_retries").unwrap()).sum();
     assert!(retried >= 1.0, "{out}");
     for i in &images {
         assert!(image_exists(i), "{i}");
@@ -224,7 +237,7 @@ fn a_registry_that_wants_credentials_is_pulled_directly() {
     assert!(ok, "{err}");
     assert!(err.contains("it asks for credentials: pulling directly"), "{err}");
     assert_eq!(s.proxy.count("method=GET&path=/manifests/&status=401"), 1, "{}", s.proxy.log());
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(2.0), "{out}");
+    assert_eq!(image_number(&out, &image, "attempts"), Some(2.0), "{out}");
     assert!(image_exists(&image));
 }
 
@@ -237,7 +250,7 @@ fn mirror_is_used_before_the_origin() {
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &image]);
     assert!(ok, "{err}");
     assert_eq!(
-        json_string_after(&out, &image, "source").as_deref(),
+        image_string(&out, &image, "source").as_deref(),
         Some(format!("mirror http://{}", mirror.addr()).as_str()),
         "{out}"
     );
@@ -250,7 +263,8 @@ fn mirror_is_used_before_the_origin() {
     assert!(conf.contains(&format!("location = \"{}\"", mirror.addr())), "{conf}");
     // The relays' files and registries.conf files are gone.
     let relay_dir = s.xtask.state.path().join("v7/pull-relay");
-    let left: Vec<_> = std::fs::read_dir(&relay_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&relay_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
     let sources = s.xtask.state.path().join("v7/podman/pull-sources");
     let relay_confs: Vec<_> = std::fs::read_dir(&sources)
@@ -267,7 +281,7 @@ fn mirror_is_used_before_the_origin() {
     mirror.faults(r#"{"rules": [{"path": "/manifests/2", "action": "status", "status": 404}]}"#);
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &other]);
     assert!(ok, "{err}");
-    assert_eq!(json_string_after(&out, &other, "source").as_deref(), Some(s.proxy.addr().as_str()), "{out}");
+    assert_eq!(image_string(&out, &other, "source").as_deref(), Some(s.proxy.addr().as_str()), "{out}");
 }
 
 #[test]
@@ -291,16 +305,21 @@ fn dead_mirrors_are_skipped_and_the_next_one_is_used() {
     let (ok, out, err, _) = s.xtask.run(&args);
     assert!(ok, "{err}");
     assert_eq!(
-        json_string_after(&out, &image, "source").as_deref(),
+        image_string(&out, &image, "source").as_deref(),
         Some(format!("mirror http://{}", good.addr()).as_str()),
         "{out}"
     );
     assert!(err.contains(&format!("mirror http://127.0.0.1:{refused} is not answering")), "{err}");
     assert!(err.contains(&format!("mirror http://127.0.0.1:{silent_port} is not answering")), "{err}");
     // Found dead once, before any pull: no attempt went to them.
-    assert!(out.contains(&format!("\"url\": \"http://127.0.0.1:{silent_port}\", \"alive\": false")), "{out}");
-    assert!(out.contains(&format!("\"url\": \"http://127.0.0.1:{refused}\", \"alive\": false")), "{out}");
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(1.0), "{out}");
+    let report = json(&out);
+    for port in [silent_port, refused] {
+        let mirror = entry(&report, "mirrors", "url", &format!("http://127.0.0.1:{port}"));
+        assert_eq!(boolean(mirror, "alive"), Some(false), "{out}");
+        assert!(string(mirror, "error").is_some(), "{out}");
+    }
+    assert_eq!(boolean(entry(&report, "mirrors", "url", &format!("http://{}", good.addr())), "alive"), Some(true));
+    assert_eq!(image_number(&out, &image, "attempts"), Some(1.0), "{out}");
     drop(silent);
 }
 
@@ -359,7 +378,8 @@ fn ctrl_c_stops_pulls_and_leaves_nothing_half_pulled() {
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).contains(&format!("pull {image}")));
     let relay_dir = s.xtask.state.path().join("v7/pull-relay");
-    let left: Vec<_> = std::fs::read_dir(&relay_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&relay_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -371,8 +391,8 @@ fn the_deadline_stops_a_pull_that_hangs() {
     s.proxy.faults(r#"{"rules": [{"path": "/blobs/", "method": "GET", "action": "delay", "ms": 60000}]}"#);
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--deadline", "3", "--image", &image]);
     assert!(!ok, "{err}");
-    assert!(out.contains("\"ok\": false"), "{out}");
-    assert_eq!(json_string_after(&out, &image, "status").as_deref(), Some("failed"), "{out}");
+    assert_eq!(boolean(&json(&out), "ok"), Some(false), "{out}");
+    assert_eq!(image_string(&out, &image, "status").as_deref(), Some("failed"), "{out}");
     assert!(err.contains(&format!("  {image}: deadline reached")), "{err}");
     assert!(!image_exists(&image));
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
@@ -384,7 +404,9 @@ fn a_terminal_gets_a_live_display_and_a_log_gets_plain_lines() {
     let mut s = Setup::new(&[("live1", 1), ("live2", 1)]);
     let a = s.via_proxy("live1");
     let b = s.via_proxy("live2");
-    s.proxy.faults(r#"{"delay_ms": 100, "rules": [{"path": "/live2/manifests/", "action": "status", "status": 503, "times": 1}]}"#);
+    s.proxy.faults(
+        r#"{"delay_ms": 100, "rules": [{"path": "/live2/manifests/", "action": "status", "status": 503, "times": 1}]}"#,
+    );
     // A pseudo-terminal from script(1): one line per image, redrawn in place.
     let xtask = env!("CARGO_BIN_EXE_xtask");
     let inner = format!("{xtask} pull --image {a} --image {b}");
@@ -451,6 +473,6 @@ fn a_loopback_registry_that_speaks_tls_is_pulled_directly() {
     assert!(err.contains("it does not answer plain HTTP: pulling directly"), "{err}");
     let last = err.lines().last().unwrap_or("").to_ascii_lowercase();
     assert!(last.contains("certificate") || last.contains("x509"), "{err}");
-    assert_eq!(json_number_after(&out, &image, "attempts"), Some(2.0), "{out}");
+    assert_eq!(image_number(&out, &image, "attempts"), Some(2.0), "{out}");
     assert!(!image_exists(&image));
 }

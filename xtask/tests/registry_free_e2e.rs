@@ -1,6 +1,6 @@
 //! Registry-free mode, end to end, with real podman and the real xtask binary:
 //!
-//! 1. `build --offline` from nothing makes the debootstrapped base (labels: suite, mirror,
+//! 1. `build --registry-free` from nothing makes the debootstrapped base (labels: suite, mirror,
 //!    archive date, package count, recipe) and every registry-free image, each what
 //!    docker/stack.toml says it is (health check, non-root user, exposed ports, OCI labels);
 //! 2. each infrastructure image answers on its ports from ANOTHER container on a test network
@@ -9,25 +9,25 @@
 //!    published loopback port; with the infrastructure beside them they become ready, and an
 //!    event posted through web travels backend -> NATS -> analytics-engine -> ClickHouse and
 //!    comes back in the statistics (computed by the Python component);
-//! 4. a second `build --offline` finds every image unchanged and builds nothing;
-//! 5. `deploy --offline --no-build` starts the stack in dependency order behind its health
+//! 4. a second `build --registry-free` finds every image unchanged and builds nothing;
+//! 5. `deploy --registry-free --no-build` starts the stack in dependency order behind its health
 //!    checks (without Grafana, and says so), `verify` passes, `status` shows every service
 //!    healthy, an event survives `down` + `deploy` (named volumes), `down --volumes` removes all.
 //!
 //! One build of everything is slow (minutes), so this is ONE test that runs the phases in order
 //! and prints their names and timings. It runs its own copy of docker/stack.toml with project
-//! name `v7test-rf` (`V7_STACK_FILE`), so its images are `localhost/v7test-rf-offline/...` and its
+//! name `v7test-rf` (`V7_STACK_FILE`), so its images are `localhost/v7test-rf-registry-free/...` and its
 //! containers, network and volumes `v7test-rf-...`; all of them are removed at the end, also
-//! when a phase fails (Drop guard). The xtask's caches under `.v7/offline/` are kept.
+//! when a phase fails (Drop guard). The xtask's caches under `.v7/registry-free/` are kept.
 //!
 //! Run: `cargo test -p xtask --features e2e --test registry_free_e2e -- --test-threads=1 --nocapture`
 
-#[path = "support/stack.rs"]
-mod stack;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use stack::{container, http_get, http_request, image, text, wait_for, Cleanup, Podman, TestStack, PROJECT};
+use support::stack::{self, container, image, text, wait_for, Cleanup, Podman, TestStack, PROJECT};
+use support::{find_in, http_get, http_request, json, string, JsonValue};
 
 const INFRA: &[&str] = &["nats", "clickhouse", "prometheus"];
 /// Service -> the container port of its HTTP /healthz.
@@ -43,7 +43,7 @@ fn registry_free_mode_builds_and_runs_every_image_from_nothing() {
     let stack = TestStack::new();
     let podman = Podman::new(&stack.dir);
     let suite = stack.project("debian_suite");
-    let base = format!("localhost/{PROJECT}-offline/base:{suite}");
+    let base = format!("localhost/{PROJECT}-registry-free/base:{suite}");
     let cleanup = Cleanup { podman: &podman, suite: suite.clone() };
     // Leftovers of an interrupted earlier run would make "from nothing" a lie.
     cleanup.run();
@@ -51,17 +51,17 @@ fn registry_free_mode_builds_and_runs_every_image_from_nothing() {
     let mut timings: Vec<(String, f64)> = Vec::new();
 
     // ------------------------------------------------------------------------------------------
-    let t = phase("phase 1: `build --offline` from nothing (base + every image)");
-    let (ok, out, secs) = stack.xtask(&["build", "--offline"]);
-    assert!(ok, "build --offline failed (logs in .v7/build/):\n{out}");
-    timings.push(("first build --offline".into(), secs));
+    let t = phase("phase 1: `build --registry-free` from nothing (base + every image)");
+    let (ok, out, secs) = stack.xtask(&["build", "--registry-free"]);
+    assert!(ok, "build --registry-free failed (logs in .v7/build/):\n{out}");
+    timings.push(("first build --registry-free".into(), secs));
     // The xtask has written the containers.conf this host needs; the test's podman uses it.
     let podman = Podman::new(&stack.dir);
     let cleanup = Cleanup { podman: &podman, suite: suite.clone() };
     check_base(&podman, &stack, &base);
-    let offline = stack.offline_services();
-    assert!(offline.len() >= 6, "expected the infrastructure and the three services: {offline:?}");
-    for svc in &offline {
+    let registry_free = stack.registry_free_services();
+    assert!(registry_free.len() >= 6, "expected the infrastructure and the three services: {registry_free:?}");
+    for svc in &registry_free {
         assert!(podman.output(&["image", "exists", &image(svc)]).status.success(), "{} was not built", image(svc));
         assert_eq!(podman.label(&image(svc), "v7.mode"), "registry-free", "{svc}");
         assert!(!podman.label(&image(svc), "v7.inputs").is_empty(), "{svc}: no v7.inputs label");
@@ -123,7 +123,18 @@ retry prometheus-ready prometheus 9090 /-/ready '*Ready*' || rc=1
 exit $rc
 "#;
     let out = podman.output(&[
-        "run", "--rm", "--name", &container("client"), "--network", &network, &base, "timeout", "300", "bash", "-c", script,
+        "run",
+        "--rm",
+        "--name",
+        &container("client"),
+        "--network",
+        &network,
+        &base,
+        "timeout",
+        "300",
+        "bash",
+        "-c",
+        script,
     ]);
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     eprintln!("{report}");
@@ -173,7 +184,8 @@ exit $rc
     let (code, body) = http_get(web, "/api/backend/healthz").unwrap();
     assert_eq!(code, 200, "web -> backend (nginx resolver from resolv.conf) answered {code}: {body}");
     let (code, body) =
-        http_request(web, "POST", "/api/events", Some(r#"{"kind":"rf_e2e","value":42,"source":"registry-free-e2e"}"#)).unwrap();
+        http_request(web, "POST", "/api/events", Some(r#"{"kind":"rf_e2e","value":42,"source":"registry-free-e2e"}"#))
+            .unwrap();
     assert_eq!(code, 202, "POST /api/events through web answered {code}: {body}");
     let stats = wait_for(Duration::from_secs(60), || match http_get(web, "/api/stats?kind=rf_e2e") {
         Ok((200, b)) if b.contains("\"kind\":\"rf_e2e\"") => Ok(b),
@@ -186,63 +198,90 @@ exit $rc
             podman.logs_tail(&container("analytics-engine"))
         )
     });
-    eprintln!("ok event round trip web -> backend -> NATS -> analytics-engine -> ClickHouse -> stats: {}", stats.trim());
+    eprintln!(
+        "ok event round trip web -> backend -> NATS -> analytics-engine -> ClickHouse -> stats: {}",
+        stats.trim()
+    );
     timings.push(("services healthy and ready".into(), t.elapsed().as_secs_f64()));
 
     // ------------------------------------------------------------------------------------------
-    phase("phase 4: a second `build --offline` rebuilds nothing");
-    let (ok, out, secs) = stack.xtask(&["build", "--offline"]);
-    assert!(ok, "second build --offline failed:\n{out}");
-    timings.push(("no-op build --offline".into(), secs));
+    phase("phase 4: a second `build --registry-free` rebuilds nothing");
+    let (ok, out, secs) = stack.xtask(&["build", "--registry-free"]);
+    assert!(ok, "second build --registry-free failed:\n{out}");
+    timings.push(("no-op build --registry-free".into(), secs));
     assert!(out.contains(&format!("base: {base} is here")), "the base was made again:\n{out}");
-    for svc in &offline {
-        assert!(out.contains(&format!("{svc}: unchanged since {}", image(svc))), "{svc} is not reported unchanged:\n{out}");
+    for svc in &registry_free {
+        assert!(
+            out.contains(&format!("{svc}: unchanged since {}", image(svc))),
+            "{svc} is not reported unchanged:\n{out}"
+        );
         assert!(!out.contains(&format!("{svc}: building")), "{svc} was rebuilt:\n{out}");
     }
     assert!(!out.contains("fetching on the host"), "dependencies were fetched again:\n{out}");
 
     // ------------------------------------------------------------------------------------------
-    let t = phase("phase 5: `deploy --offline --no-build`, `verify`, data kept across `down` + `deploy`, `down --volumes`");
+    let t = phase(
+        "phase 5: `deploy --registry-free --no-build`, `verify`, data kept across `down` + `deploy`, `down --volumes`",
+    );
     // Phase 3's containers carry the names deploy uses; remove them first, and wait until
     // podman has let go of the names.
-    for svc in &offline {
+    for svc in &registry_free {
         let _ = podman.output(&["rm", "-f", "-t", "0", &container(svc)]);
     }
     wait_for(Duration::from_secs(30), || {
-        let left: Vec<&String> =
-            offline.iter().filter(|s| podman.output(&["container", "exists", &container(s)]).status.success()).collect();
-        if left.is_empty() { Ok(()) } else { Err(format!("still there: {left:?}")) }
+        let left: Vec<&String> = registry_free
+            .iter()
+            .filter(|s| podman.output(&["container", "exists", &container(s)]).status.success())
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still there: {left:?}"))
+        }
     })
     .unwrap();
-    let (ok, out, secs) = stack.xtask(&["deploy", "--offline", "--no-build", "--timeout", "180"]);
+    let (ok, out, secs) = stack.xtask(&["deploy", "--registry-free", "--no-build", "--timeout", "180"]);
     assert!(ok, "deploy failed:\n{out}");
     timings.push(("deploy (health-gated)".into(), secs));
-    assert!(out.contains("grafana: not started: Grafana has no Debian package"), "deploy must say Grafana is left out:\n{out}");
-    for svc in &offline {
+    assert!(
+        out.contains("grafana: not started: Grafana has no Debian package"),
+        "deploy must say Grafana is left out:\n{out}"
+    );
+    for svc in &registry_free {
         assert!(out.contains(&format!("{svc}: healthy after")), "{svc} was not reported healthy:\n{out}");
     }
     let started: Vec<usize> = ["nats", "clickhouse", "analytics-engine", "backend", "web"]
         .iter()
         .map(|s| out.find(&format!("{s}: healthy after")).unwrap())
         .collect();
-    assert!(started[0] < started[2] && started[1] < started[2], "analytics-engine started before NATS and ClickHouse were healthy:\n{out}");
+    assert!(
+        started[0] < started[2] && started[1] < started[2],
+        "analytics-engine started before NATS and ClickHouse were healthy:\n{out}"
+    );
     assert!(started[2] < started[3] && started[3] < started[4], "not started in dependency order:\n{out}");
     let (ok, out, secs) = stack.xtask(&["verify"]);
     assert!(ok && out.contains("verify: the stack works end to end"), "verify failed:\n{out}");
     timings.push(("verify".into(), secs));
-    let (ok, out, _) = stack.xtask(&["status", "--json"]);
+    let (ok, out) = stack.xtask_stdout(&["status", "--json"]);
     assert!(ok, "status failed:\n{out}");
-    for svc in &offline {
-        assert!(
-            out.contains(&format!("\"service\":\"{svc}\",\"state\":\"running\",\"health\":\"healthy\"")),
+    let JsonValue::Array(rows) = json(&out) else { panic!("status --json is not an array:\n{out}") };
+    for svc in &registry_free {
+        let row = find_in(&rows, "service", svc);
+        assert_eq!(
+            (string(row, "state").as_deref(), string(row, "health").as_deref()),
+            (Some("running"), Some("healthy")),
             "status does not show {svc} running and healthy:\n{out}"
         );
     }
-    assert!(out.contains("\"service\":\"grafana\",\"state\":\"absent\""), "status must show Grafana absent:\n{out}");
+    let grafana = find_in(&rows, "service", "grafana");
+    assert_eq!(string(grafana, "state").as_deref(), Some("absent"), "status must show Grafana absent:\n{out}");
+    assert!(string(grafana, "note").is_some_and(|n| n.contains("no Debian package")), "{out}");
 
     // Data outlives the containers: post an event, take the stack down (volumes kept), deploy again.
     let web = stack::test_host_port(5173);
-    let (code, body) = http_request(web, "POST", "/api/events", Some(r#"{"kind":"rf_kept","value":7,"source":"registry-free-e2e"}"#)).unwrap();
+    let (code, body) =
+        http_request(web, "POST", "/api/events", Some(r#"{"kind":"rf_kept","value":7,"source":"registry-free-e2e"}"#))
+            .unwrap();
     assert_eq!(code, 202, "POST through the deployed web answered {code}: {body}");
     let counted = |want: &str| {
         let want = want.to_string();
@@ -252,17 +291,22 @@ exit $rc
             Err(e) => Err(e),
         }
     };
-    wait_for(Duration::from_secs(60), counted("\"count\":1")).unwrap_or_else(|e| panic!("the event was not counted: {e}"));
+    wait_for(Duration::from_secs(60), counted("\"count\":1"))
+        .unwrap_or_else(|e| panic!("the event was not counted: {e}"));
     let (ok, out, _) = stack.xtask(&["down"]);
     assert!(ok, "down failed:\n{out}");
-    for svc in &offline {
-        assert!(!podman.output(&["container", "exists", &container(svc)]).status.success(), "{svc} still exists after down");
+    for svc in &registry_free {
+        assert!(
+            !podman.output(&["container", "exists", &container(svc)]).status.success(),
+            "{svc} still exists after down"
+        );
     }
     let kept = format!("{PROJECT}-clickhouse-data");
     assert!(podman.output(&["volume", "exists", &kept]).status.success(), "down removed the volume {kept}");
-    let (ok, out, _) = stack.xtask(&["deploy", "--offline", "--no-build", "--timeout", "180"]);
+    let (ok, out, _) = stack.xtask(&["deploy", "--registry-free", "--no-build", "--timeout", "180"]);
     assert!(ok, "the second deploy failed:\n{out}");
-    let body = wait_for(Duration::from_secs(60), counted("\"count\":1")).unwrap_or_else(|e| panic!("the event did not survive down + deploy: {e}"));
+    let body = wait_for(Duration::from_secs(60), counted("\"count\":1"))
+        .unwrap_or_else(|e| panic!("the event did not survive down + deploy: {e}"));
     eprintln!("ok the event survived down + deploy (ClickHouse volume): {}", body.trim());
     let (ok, out, _) = stack.xtask(&["down", "--volumes"]);
     assert!(ok, "down --volumes failed:\n{out}");
@@ -277,7 +321,10 @@ exit $rc
     for (what, secs) in &timings {
         eprintln!("{what:>28}: {secs:6.1} s");
     }
-    eprintln!("\n== image sizes\n{}", podman.ok(&["images", "--filter", &format!("reference=localhost/{PROJECT}-offline/*")]));
+    eprintln!(
+        "\n== image sizes\n{}",
+        podman.ok(&["images", "--filter", &format!("reference=localhost/{PROJECT}-registry-free/*")])
+    );
     drop(cleanup);
 }
 
@@ -304,7 +351,11 @@ fn check_service_image(podman: &Podman, stack: &TestStack, svc: &str) {
     let img = image(svc);
     let test: Vec<String> = stack.healthcheck_test(svc).iter().map(|a| format!("\"{a}\"")).collect();
     let expected = format!("[\"CMD\",{}]", test.join(","));
-    assert_eq!(podman.inspect(&img, "{{json .Config.Healthcheck.Test}}"), expected, "{svc}: HEALTHCHECK differs from docker/stack.toml");
+    assert_eq!(
+        podman.inspect(&img, "{{json .Config.Healthcheck.Test}}"),
+        expected,
+        "{svc}: HEALTHCHECK differs from docker/stack.toml"
+    );
     let user = podman.inspect(&img, "{{.Config.User}}");
     assert!(!user.is_empty() && user != "root" && user != "0", "{svc}: runs as {user:?}");
     let exposed = podman.inspect(&img, "{{json .Config.ExposedPorts}}");

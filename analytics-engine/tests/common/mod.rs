@@ -18,18 +18,13 @@ pub const CH_PASSWORD: &str = "test-secret-pw";
 pub const SUBJECT: &str = "v7.events.test";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Finds `name` on PATH or in the sbin directories Debian installs servers into.
 fn find_binary(name: &str, apt_package: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from));
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!(
@@ -45,10 +40,7 @@ fn temp_dir(prefix: &str) -> PathBuf {
         "v7-ae-{prefix}-{}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -170,21 +162,14 @@ impl ClickHouse {
         let out = std::fs::File::create(dir.join("stdout.log")).unwrap();
         let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
         let child = Command::new(bin)
-            .arg(format!(
-                "--config-file={}",
-                dir.join("config.xml").display()
-            ))
+            .arg(format!("--config-file={}", dir.join("config.xml").display()))
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .expect("starting clickhouse-server");
-        let mut ch = ClickHouse {
-            child,
-            http_port,
-            dir,
-        };
+        let mut ch = ClickHouse { child, http_port, dir };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(body) = ch.query("SELECT 1").await {
@@ -193,17 +178,10 @@ impl ClickHouse {
                 }
             }
             if let Ok(Some(status)) = ch.child.try_wait() {
-                panic!(
-                    "clickhouse-server exited ({status}); logs in {}: {}",
-                    ch.dir.display(),
-                    ch.log_tail()
-                );
+                panic!("clickhouse-server exited ({status}); logs in {}: {}", ch.dir.display(), ch.log_tail());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "clickhouse-server did not answer SELECT 1 on port {http_port}: {}",
-                    ch.log_tail()
-                );
+                panic!("clickhouse-server did not answer SELECT 1 on port {http_port}: {}", ch.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -214,14 +192,7 @@ impl ClickHouse {
         let mut s = String::new();
         for f in ["stderr.log", "logs/server.err.log"] {
             if let Ok(t) = std::fs::read_to_string(self.dir.join(f)) {
-                let tail: String = t
-                    .chars()
-                    .rev()
-                    .take(2000)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
+                let tail: String = t.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
                 s.push_str(&format!("\n--- {f}:\n{tail}"));
             }
         }
@@ -279,10 +250,7 @@ pub fn test_config(nats_url: &str, clickhouse_url: &str) -> Config {
         ("V7_CLICKHOUSE_DATABASE", "v7".to_string()),
         ("V7_CLICKHOUSE_USER", CH_USER.to_string()),
         ("V7_CLICKHOUSE_PASSWORD", CH_PASSWORD.to_string()),
-        (
-            "V7_PYTHON",
-            std::env::var("V7_PYTHON").unwrap_or_else(|_| "python3".to_string()),
-        ),
+        ("V7_PYTHON", std::env::var("V7_PYTHON").unwrap_or_else(|_| "python3".to_string())),
         ("V7_LOG_FORMAT", "text".to_string()),
     ]
     .into_iter()
@@ -311,13 +279,7 @@ impl Engine {
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        Engine {
-            http,
-            grpc,
-            shared,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Engine { http, grpc, shared, stop: Some(tx), task: Some(task) }
     }
 
     /// Graceful shutdown; returns what `run` returned.
@@ -343,12 +305,9 @@ impl Engine {
     pub async fn grpc_client(
         &self,
     ) -> analytics_engine::pb::analytics_client::AnalyticsClient<tonic::transport::Channel> {
-        analytics_engine::pb::analytics_client::AnalyticsClient::connect(format!(
-            "http://{}",
-            self.grpc
-        ))
-        .await
-        .expect("gRPC connect")
+        analytics_engine::pb::analytics_client::AnalyticsClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("gRPC connect")
     }
 }
 
@@ -379,9 +338,7 @@ where
 }
 
 pub async fn publish(nats_url: &str, payloads: &[String]) {
-    let client = async_nats::connect(nats_url)
-        .await
-        .expect("test NATS connect");
+    let client = async_nats::connect(nats_url).await.expect("test NATS connect");
     for p in payloads {
         client.publish(SUBJECT, p.clone().into()).await.unwrap();
     }

@@ -1,19 +1,25 @@
-//! Test support for `cargo xtask pull`: a real registry (Debian's docker-registry) on loopback,
-//! the fault-injecting proxy (`faultproxy.py`) in front of it, small images built and pushed
-//! here, and Drop guards that remove everything a test made (all named `v7test-pull-...`).
+//! Support for the end-to-end tests, shared by every test crate (`mod support;`): temporary
+//! directories and processes removed on drop, podman, JSON read with the xtask's own parser
+//! (tinyjson), and in `registry.rs` (pull) and `stack.rs` (registry-free) what each family of
+//! tests runs against. Each test crate uses part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub mod registry;
+pub mod stack;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+pub use tinyjson::JsonValue;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique(tag: &str) -> String {
-    format!("v7test-pull-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!("v7test-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 /// A temporary directory, removed on drop.
@@ -40,7 +46,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for_port(port: u16, within: Duration) {
+pub fn wait_for_port(port: u16, within: Duration) {
     let start = Instant::now();
     while start.elapsed() < within {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -61,160 +67,91 @@ impl Drop for Proc {
     }
 }
 
-/// docker-registry 2.8 on 127.0.0.1, storage in a temp dir.
-pub struct Registry {
-    pub port: u16,
-    _proc: Proc,
-    _dir: TempDir,
+/// `GET http://127.0.0.1:port/path` (HTTP/1.0): (status, body).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_request(port, "GET", path, None)
 }
 
-impl Registry {
-    pub fn start() -> Registry {
-        let dir = TempDir::new("registry");
-        let port = free_port();
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (apt-get install docker-registry)");
-        let proc = Proc(child);
-        wait_for_port(port, Duration::from_secs(10));
-        Registry { port, _proc: proc, _dir: dir }
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-/// The fault proxy in front of `upstream`.
-pub struct Proxy {
-    pub port: u16,
-    _proc: Proc,
-}
-
-impl Proxy {
-    pub fn start(upstream: &str) -> Proxy {
-        Proxy::start_with(upstream, &[])
-    }
-
-    pub fn start_with(upstream: &str, extra: &[&str]) -> Proxy {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/faultproxy.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--upstream", upstream])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("proxy prints its port").parse().unwrap();
-        Proxy { port, _proc: Proc(child) }
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Replaces the fault configuration (see faultproxy.py).
-    pub fn faults(&self, json: &str) {
-        let (status, body) = http(self.port, "POST", "/__faults", json);
-        assert_eq!(status, 200, "{body}");
-    }
-
-    pub fn clear_log(&self) {
-        http(self.port, "POST", "/__clear", "");
-    }
-
-    /// (count, first time) of logged requests matching the query (`method=GET&path=...`).
-    pub fn find(&self, query: &str) -> (usize, Option<f64>) {
-        let (_, body) = http(self.port, "GET", &format!("/__find?{query}"), "");
-        (json_number(&body, "count").unwrap() as usize, json_number(&body, "first"))
-    }
-
-    pub fn count(&self, query: &str) -> usize {
-        self.find(query).0
-    }
-
-    pub fn max_overlap(&self) -> usize {
-        let (_, body) = http(self.port, "GET", "/__overlap", "");
-        json_number(&body, "max").unwrap() as usize
-    }
-
-    pub fn log(&self) -> String {
-        http(self.port, "GET", "/__log", "").1
-    }
-}
-
-/// A tiny HTTP/1.1 client for the proxy's control endpoints.
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+pub fn http_request(port: u16, method: &str, path: &str, json: Option<&str>) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
-/// The number after `"key": ` in a JSON text (null -> None).
-pub fn json_number(text: &str, key: &str) -> Option<f64> {
-    let pat = format!("\"{key}\": ");
-    let start = text.find(&pat)? + pat.len();
-    let rest = &text[start..];
-    let end = rest.find([',', '}', '\n']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
-}
-
-/// The string after `"key": ` in a JSON text (first occurrence after `from`).
-pub fn json_string_after(text: &str, from: &str, key: &str) -> Option<String> {
-    let base = text.find(from)?;
-    let pat = format!("\"{key}\": ");
-    let start = base + text[base..].find(&pat)? + pat.len();
-    let rest = &text[start..];
-    if rest.starts_with("null") {
-        return None;
+    let body = json.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if json.is_some() {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
-    let rest = rest.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut esc = false;
-    for c in rest.chars() {
-        if esc {
-            out.push(c);
-            esc = false;
-        } else if c == '\\' {
-            esc = true;
-        } else if c == '"' {
-            break;
-        } else {
-            out.push(c);
-        }
-    }
-    Some(out)
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| format!("read from 127.0.0.1:{port}: {e}"))?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response from 127.0.0.1:{port}{path}: {resp:?}"))?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
 }
 
-pub fn json_number_after(text: &str, from: &str, key: &str) -> Option<f64> {
-    let base = text.find(from)?;
-    json_number(&text[base..], key)
+/// A request that must be answered: the proxy's control endpoints.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let json = if body.is_empty() && method == "GET" { None } else { Some(body) };
+    http_request(port, method, path, json).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// A JSON text parsed; panics with the text when it is not JSON.
+pub fn json(text: &str) -> JsonValue {
+    text.trim().parse().unwrap_or_else(|e| panic!("not JSON ({e:?}):\n{text}"))
+}
+
+/// `value[key]`, when `value` is an object that has it.
+pub fn field<'a>(value: &'a JsonValue, key: &str) -> Option<&'a JsonValue> {
+    match value {
+        JsonValue::Object(m) => m.get(key),
+        _ => None,
+    }
+}
+
+pub fn number(value: &JsonValue, key: &str) -> Option<f64> {
+    match field(value, key)? {
+        JsonValue::Number(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// A string field; `None` for null or absent.
+pub fn string(value: &JsonValue, key: &str) -> Option<String> {
+    match field(value, key)? {
+        JsonValue::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+pub fn boolean(value: &JsonValue, key: &str) -> Option<bool> {
+    match field(value, key)? {
+        JsonValue::Boolean(b) => Some(*b),
+        _ => None,
+    }
+}
+
+pub fn items<'a>(value: &'a JsonValue, key: &str) -> &'a [JsonValue] {
+    match field(value, key) {
+        Some(JsonValue::Array(a)) => a,
+        _ => &[],
+    }
+}
+
+/// The object of array `list` whose `key` is `value`; panics with the document when none is.
+pub fn entry<'a>(doc: &'a JsonValue, list: &str, key: &str, value: &str) -> &'a JsonValue {
+    find_in(items(doc, list), key, value)
+}
+
+/// The object of `list` whose `key` is `value`; panics with the list when none is.
+pub fn find_in<'a>(list: &'a [JsonValue], key: &str, value: &str) -> &'a JsonValue {
+    list.iter()
+        .find(|e| string(e, key).as_deref() == Some(value))
+        .unwrap_or_else(|| panic!("no entry with {key} = {value:?} in {list:?}"))
 }
 
 pub fn podman(args: &[&str]) -> Output {
@@ -243,75 +180,5 @@ impl Images {
 impl Drop for Images {
     fn drop(&mut self) {
         self.remove_now();
-    }
-}
-
-/// Builds a small image (a few files plus `random_mb` MB of random data), pushes it to
-/// `registry` as `v7test-pull/<name>:<tag>`, and removes the local copy. Returns the
-/// reference in the registry.
-pub fn push_image(registry: &str, name: &str, tag: &str, random_mb: usize) -> String {
-    let dir = TempDir::new("img");
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("hello"), format!("{name}:{tag}\n")).unwrap();
-    let mut data = vec![0u8; random_mb * 1_000_000 + 1000];
-    let mut f = std::fs::File::open("/dev/urandom").unwrap();
-    f.read_exact(&mut data).unwrap();
-    std::fs::write(root.join("blob.bin"), data).unwrap();
-    let tar = dir.path().join("img.tar");
-    let st = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
-    assert!(st.success());
-    let local = format!("localhost/{}", unique("src"));
-    let out = podman(&["import", "-q", tar.to_str().unwrap(), &local]);
-    assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
-    let remote = format!("{registry}/v7test-pull/{name}:{tag}");
-    let out = podman(&["push", "-q", "--tls-verify=false", &local, &remote]);
-    let _ = podman(&["rmi", "-f", "-i", &local]);
-    assert!(out.status.success(), "podman push: {}", String::from_utf8_lossy(&out.stderr));
-    remote
-}
-
-/// Runs the xtask with a private state dir and a registries.conf marking `insecure` loopback
-/// registries as plain HTTP.
-pub struct Xtask {
-    pub state: TempDir,
-    pub registries_conf: PathBuf,
-}
-
-impl Xtask {
-    pub fn new(insecure: &[String]) -> Xtask {
-        let state = TempDir::new("state");
-        let registries_conf = state.path().join("test-registries.conf");
-        let mut text = String::from("unqualified-search-registries = [\"docker.io\"]\n");
-        for r in insecure {
-            text.push_str(&format!("\n[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"));
-        }
-        std::fs::write(&registries_conf, text).unwrap();
-        Xtask { state, registries_conf }
-    }
-
-    pub fn command(&self, args: &[&str]) -> Command {
-        self.program(env!("CARGO_BIN_EXE_xtask"), args)
-    }
-
-    /// Another program (e.g. script(1) wrapping the xtask) with the xtask's environment.
-    pub fn program(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(program);
-        c.args(args)
-            .env("V7_STATE_DIR", self.state.path().join("v7"))
-            .env("CONTAINERS_REGISTRIES_CONF", &self.registries_conf)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs to completion: (exit ok, stdout, stderr, seconds).
-    pub fn run(&self, args: &[&str]) -> (bool, String, String, f64) {
-        let start = Instant::now();
-        let out = self.command(args).output().unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-        eprintln!("--- xtask {args:?} ({secs:.1} s, {})\n{e}\n{o}", out.status);
-        (out.status.success(), o, e, secs)
     }
 }

@@ -1,14 +1,12 @@
 //! Test support for registry-free mode (`xtask/tests/registry_free_e2e.rs`): a copy of
 //! `docker/stack.toml` under the test's own project name, the real xtask run with it, podman
-//! calls configured like the xtask's, a tiny HTTP client, and the Drop guard that removes every
+//! calls configured like the xtask's, and the Drop guard that removes every
 //! container, network, volume and image the test made (all named `v7test-rf-...` /
-//! `localhost/v7test-rf-offline/...`, and the untagged build intermediates labelled
-//! `v7.project=v7test-rf`; never a prune). The caches under `.v7/offline/` stay: they are the
+//! `localhost/v7test-rf-registry-free/...`, and the untagged build intermediates labelled
+//! `v7.project=v7test-rf`; never a prune). The caches under `.v7/registry-free/` stay: they are the
 //! xtask's and make reruns fast.
-#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,9 +18,9 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// `localhost/v7test-rf-offline/<name>:latest`, as the xtask names registry-free images.
+/// `localhost/v7test-rf-registry-free/<name>:latest`, as the xtask names registry-free images.
 pub fn image(service: &str) -> String {
-    format!("localhost/{PROJECT}-offline/{service}:latest")
+    format!("localhost/{PROJECT}-registry-free/{service}:latest")
 }
 
 pub fn container(service: &str) -> String {
@@ -114,13 +112,13 @@ impl TestStack {
         self.toml["services"][name].as_table().unwrap()
     }
 
-    /// Services with a registry-free recipe (`offline.dockerfile`), in manifest order.
-    pub fn offline_services(&self) -> Vec<String> {
+    /// Services with a registry-free recipe (`registry_free.dockerfile`), in stack file order.
+    pub fn registry_free_services(&self) -> Vec<String> {
         self.toml["services"]
             .as_table()
             .unwrap()
             .iter()
-            .filter(|(_, s)| s.get("offline").and_then(|o| o.get("dockerfile")).is_some())
+            .filter(|(_, s)| s.get("registry_free").and_then(|o| o.get("dockerfile")).is_some())
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -135,7 +133,12 @@ impl TestStack {
     }
 
     pub fn healthcheck_test(&self, name: &str) -> Vec<String> {
-        self.service(name)["healthcheck"]["test"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        self.service(name)["healthcheck"]["test"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
     }
 
     pub fn environment(&self, name: &str) -> Vec<(String, String)> {
@@ -185,6 +188,23 @@ impl TestStack {
     }
 }
 
+impl TestStack {
+    /// Runs the real xtask with the copy; its stdout alone (a `--json` document), stderr echoed.
+    pub fn xtask_stdout(&self, args: &[&str]) -> (bool, String) {
+        eprintln!("$ V7_STACK_FILE={} xtask {}", self.file.display(), args.join(" "));
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(root())
+            .env("V7_STACK_FILE", &self.file)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xtask");
+        eprintln!("{}", text(&out.stderr));
+        (out.status.success(), text(&out.stdout))
+    }
+}
+
 impl Drop for TestStack {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -192,7 +212,7 @@ impl Drop for TestStack {
 }
 
 /// podman with the containers.conf the xtask writes for this host (`.v7/podman/`): the runtime
-/// and ulimits podman needs here (see xtask/src/podman_host.rs). Copied once so later rewrites
+/// and ulimits podman needs here (see xtask/src/podman/host.rs). Copied once so later rewrites
 /// of the shared file by other xtask runs cannot change it under the test.
 pub struct Podman {
     conf: Option<PathBuf>,
@@ -233,7 +253,13 @@ impl Podman {
     /// Runs podman and returns trimmed stdout; panics with stderr when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.output(args);
-        assert!(out.status.success(), "podman {} failed ({}): {}", args.join(" "), out.status, text(&out.stderr).trim());
+        assert!(
+            out.status.success(),
+            "podman {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            text(&out.stderr).trim()
+        );
         text(&out.stdout).trim().to_string()
     }
 
@@ -248,7 +274,11 @@ impl Podman {
     /// The host port that a container's `port/tcp` is published on.
     pub fn host_port(&self, container: &str, port: u16) -> u16 {
         let out = self.ok(&["port", container, &format!("{port}/tcp")]);
-        out.lines().next().and_then(|l| l.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("podman port {container} {port}: {out:?}"))
+        out.lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("podman port {container} {port}: {out:?}"))
     }
 
     pub fn logs_tail(&self, container: &str) -> String {
@@ -263,7 +293,7 @@ impl Podman {
 
 /// Removes, on drop (so also when a phase panics) and when called, everything of the test's
 /// project: containers `v7test-rf-*` (with their anonymous volumes), the network
-/// `v7test-rf-probe`, volumes `v7test-rf-*`, the images `localhost/v7test-rf-offline/*`, the
+/// `v7test-rf-probe`, volumes `v7test-rf-*`, the images `localhost/v7test-rf-registry-free/*`, the
 /// untagged intermediate images their builds left that sit on the test's base image (found by
 /// the base's root layer, which no other image has), and then every image labelled
 /// `v7.project=v7test-rf` (builder stages and step intermediates included; see
@@ -293,16 +323,20 @@ impl Cleanup<'_> {
             let _ = p.output(&["volume", "rm", "-f", &v]);
         }
         // Images: the base's first layer marks everything built on it.
-        let ours = format!("localhost/{PROJECT}-offline/");
+        let ours = format!("localhost/{PROJECT}-registry-free/");
         let base = format!("{ours}base:{}", self.suite);
-        let base_layer = text(&p.output(&["image", "inspect", "--format", "{{index .RootFS.Layers 0}}", &base]).stdout).trim().to_string();
+        let base_layer = text(&p.output(&["image", "inspect", "--format", "{{index .RootFS.Layers 0}}", &base]).stdout)
+            .trim()
+            .to_string();
         let mut doomed: Vec<String> = Vec::new();
         for row in lines(&["images", "-a", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]) {
             let (id, name) = row.split_once(' ').unwrap_or((row.as_str(), ""));
             if name.starts_with(&ours) {
                 doomed.push(name.to_string());
             } else if name.starts_with("<none>") && !base_layer.is_empty() {
-                let layer = text(&p.output(&["image", "inspect", "--format", "{{index .RootFS.Layers 0}}", id]).stdout).trim().to_string();
+                let layer = text(&p.output(&["image", "inspect", "--format", "{{index .RootFS.Layers 0}}", id]).stdout)
+                    .trim()
+                    .to_string();
                 if layer == base_layer {
                     doomed.push(id.to_string());
                 }
@@ -384,31 +418,4 @@ pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Result<T, String>) -
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
-}
-
-/// `GET http://127.0.0.1:port/path` (HTTP/1.0): (status, body).
-pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    http_request(port, "GET", path, None)
-}
-
-pub fn http_request(port: u16, method: &str, path: &str, json: Option<&str>) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = json.unwrap_or("");
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    if json.is_some() {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| format!("read from 127.0.0.1:{port}: {e}"))?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response from 127.0.0.1:{port}{path}: {resp:?}"))?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
 }

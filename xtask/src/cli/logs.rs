@@ -1,0 +1,28 @@
+//! `cargo xtask logs SERVICE`: the service's container logs.
+
+use anyhow::{bail, Result};
+
+use crate::flags;
+use crate::podman::Podman;
+use crate::process::Runner;
+use crate::stack::Stack;
+use crate::util::workspace::Workspace;
+
+impl flags::Logs {
+    pub fn run(self, ws: &Workspace) -> Result<()> {
+        let stack = Stack::load(ws)?;
+        if !stack.services.contains_key(&self.service) {
+            let names: Vec<&str> = stack.services.keys().map(String::as_str).collect();
+            bail!("no service named {:?}; services: {}", self.service, names.join(", "));
+        }
+        let podman = Podman::prepare(ws)?;
+        let mut cmd = podman.cmd().arg("logs");
+        if self.follow {
+            cmd = cmd.arg("--follow");
+        }
+        if let Some(n) = self.tail {
+            cmd = cmd.arg("--tail").arg(n.to_string());
+        }
+        Runner::new(false).run(&cmd.arg(stack.container_name(&self.service)))
+    }
+}

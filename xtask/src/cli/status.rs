@@ -1,0 +1,24 @@
+//! `cargo xtask status`: each service's state and health, as a table or `--json`.
+
+use anyhow::Result;
+
+use crate::deploy::status;
+use crate::flags;
+use crate::podman::Podman;
+use crate::process::Runner;
+use crate::stack::{mode, Stack};
+use crate::util::workspace::Workspace;
+
+impl flags::Status {
+    pub fn run(self, ws: &Workspace) -> Result<()> {
+        let stack = Stack::load(ws)?;
+        let podman = Podman::prepare(ws)?;
+        let rows = status::rows(&Runner::new(false), &podman, &stack, mode::decide(&stack, false))?;
+        if self.json {
+            println!("{}", status::to_json(&rows));
+        } else {
+            print!("{}", status::to_table(&rows));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Making the stack's images exist: pulled (`pull/`), built (`build/`, production recipes
+//! rewritten for package mirrors by `dockerfile/`), made without any registry
+//! (`registry_free/`), or loaded from a bundle (`bundle/`). `deploy` asks for them through one
+//! entry point, [`ensure`]; `build` through [`build`].
+
+pub mod build;
+pub mod bundle;
+pub mod dockerfile;
+pub mod pull;
+pub mod registry_free;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::net::proxy;
+use crate::oci::ImageRef;
+use crate::podman::images::{podman_reference, presence};
+use crate::podman::Podman;
+use crate::process::{mask_url_credentials, Runner};
+use crate::stack::{Mode, PackageMirrors, Stack};
+use crate::util::workspace::Workspace;
+
+/// What to build, and how.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Services to build (all when empty).
+    pub services: Vec<String>,
+    /// Package mirrors (preset name, mirrors) to rewrite the production Dockerfiles for.
+    pub package_mirrors: Option<(String, PackageMirrors)>,
+    /// Build even when nothing changed.
+    pub force: bool,
+    /// Registry-free mode: make the Debian base anew.
+    pub rebuild_base: bool,
+}
+
+/// Every image the stack runs in `mode`, here: in registry mode, the base and infrastructure
+/// images pulled (with the pull's retries and mirrors rather than podman build's and podman
+/// run's single attempt), then the service images built; in registry-free mode, all of it made
+/// on this machine. What is up to date is left as it is.
+pub fn ensure(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode) -> Result<()> {
+    match mode {
+        Mode::RegistryFree => registry_free::build_all(ws, runner, stack, &[], false, false),
+        Mode::Registry => {
+            pull::pull(ws, runner, &pull::Options::default())?;
+            build_registry(ws, runner, stack, &BuildOptions::default(), false)
+        }
+    }
+}
+
+/// `cargo xtask build`: the service images of `mode`.
+pub fn build(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode, opts: &BuildOptions) -> Result<()> {
+    match mode {
+        Mode::RegistryFree => {
+            registry_free::build_all(ws, runner, stack, &opts.services, opts.force, opts.rebuild_base)
+        }
+        Mode::Registry => build_registry(ws, runner, stack, opts, true),
+    }
+}
+
+/// The production builds; with `pull_bases`, the base images that are missing are pulled first
+/// (their IDs go into the fingerprints, so a re-pulled base rebuilds what stands on it).
+fn build_registry(ws: &Workspace, runner: &Runner, stack: &Stack, opts: &BuildOptions, pull_bases: bool) -> Result<()> {
+    let mirrors = opts.package_mirrors.as_ref().map(|(n, m)| (n.as_str(), m));
+    let builds = build::plan::plan(ws, stack, &opts.services, mirrors)?;
+    if pull_bases {
+        let podman = Podman::prepare(ws)?;
+        let mut bases: Vec<ImageRef> = Vec::new();
+        for b in &builds {
+            for r in b.base_images()? {
+                if !bases.contains(&r) {
+                    bases.push(r);
+                }
+            }
+        }
+        let found = presence(runner, &podman, &bases)?;
+        let missing: Vec<String> =
+            bases.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(r, _)| podman_reference(r)).collect();
+        if !missing.is_empty() {
+            pull::pull(ws, runner, &pull::Options { images: missing, ..pull::Options::default() })?;
+        }
+    }
+    // Prepared after the pull: it may have written the registries.conf for registry mirrors.
+    let podman = Podman::prepare(ws)?;
+    let builds = build::with_base_ids(runner, &podman, builds)?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let proxies = proxy::detect(&env);
+    if !proxies.is_empty() {
+        let shown = proxies.http.as_deref().or(proxies.https.as_deref()).map(mask_url_credentials).unwrap_or_default();
+        eprintln!("proxies for builds: {shown}");
+    }
+    let log_dir = ws.state.join("build").join(&stack.project.name);
+    build::run_builds(runner, &podman, &proxies, &stack.project.name, &log_dir, builds, opts.force)
+}

@@ -1,0 +1,194 @@
+//! [`Runner`]: where every planned [`Cmd`] runs, in the foreground or in the background.
+//!
+//! Commands that change something (`run*`, `start`) are printed instead of run under
+//! `--dry-run`; read-only queries (`query`, `capture`, `succeeds`) run even then, because the
+//! plan depends on their answers. Standard input is always closed: nothing the xtask starts may
+//! wait for a terminal (CI has none). Built on duct, which waits on, times out and kills
+//! children from several threads at once.
+
+use std::path::Path;
+use std::process::{ExitStatus, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::Cmd;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Runner {
+    pub dry_run: bool,
+}
+
+impl Runner {
+    pub fn new(dry_run: bool) -> Runner {
+        Runner { dry_run }
+    }
+
+    fn expression(cmd: &Cmd) -> duct::Expression {
+        let mut expr = duct::cmd(&cmd.program, &cmd.args).stdin_null().unchecked();
+        for (k, v) in &cmd.env {
+            expr = expr.env(k, v);
+        }
+        if let Some(dir) = &cmd.dir {
+            expr = expr.dir(dir);
+        }
+        expr
+    }
+
+    fn start_error(cmd: &Cmd) -> String {
+        format!("cannot start `{}`: is it installed? (`cargo xtask doctor`)", cmd.program)
+    }
+
+    /// Runs a command that changes something, its output going to the terminal; fails unless it
+    /// succeeds.
+    pub fn run(&self, cmd: &Cmd) -> Result<()> {
+        if self.dry_run {
+            println!("{cmd}");
+            return Ok(());
+        }
+        eprintln!("$ {cmd}");
+        let status = Self::expression(cmd).run().with_context(|| Self::start_error(cmd))?.status;
+        if !status.success() {
+            bail!("`{cmd}` failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// Runs a command that changes something, capturing its output, whatever its exit status
+    /// (the caller words the error). Under `--dry-run`: printed, and an empty success.
+    pub fn run_captured(&self, cmd: &Cmd) -> Result<Output> {
+        if self.dry_run {
+            println!("{cmd}");
+            return Ok(Output { status: success(), stdout: Vec::new(), stderr: Vec::new() });
+        }
+        self.capture(cmd)
+    }
+
+    /// Like [`Runner::run_captured`], but fails with the last line of stderr unless it succeeds.
+    pub fn run_checked(&self, cmd: &Cmd) -> Result<Output> {
+        let out = self.run_captured(cmd)?;
+        if !out.status.success() {
+            bail!("`{cmd}` failed: {}", last_line(&out.stderr));
+        }
+        Ok(out)
+    }
+
+    /// Runs a command that changes something with stdout and stderr written to `log`.
+    pub fn run_logged(&self, cmd: &Cmd, log: &Path) -> Result<ExitStatus> {
+        if self.dry_run {
+            println!("{cmd}");
+            return Ok(success());
+        }
+        let out =
+            Self::expression(cmd).stderr_to_stdout().stdout_path(log).run().with_context(|| Self::start_error(cmd))?;
+        Ok(out.status)
+    }
+
+    /// Runs a read-only command and returns its stdout; fails with the last line of stderr.
+    pub fn query(&self, cmd: &Cmd) -> Result<String> {
+        let out = self.capture(cmd)?;
+        if !out.status.success() {
+            bail!("`{cmd}` failed: {}", last_line(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a read-only command and returns everything, whatever its exit status.
+    pub fn capture(&self, cmd: &Cmd) -> Result<Output> {
+        Self::expression(cmd).stdout_capture().stderr_capture().run().with_context(|| Self::start_error(cmd))
+    }
+
+    /// Runs a read-only command: did it succeed (`podman image exists`, `sudo -n true`)?
+    pub fn succeeds(&self, cmd: &Cmd) -> Result<bool> {
+        Ok(self.capture(cmd)?.status.success())
+    }
+
+    /// Starts a command in the background, stdout discarded and stderr kept: the caller polls
+    /// it, times it out and stops it (concurrent pulls). Never under `--dry-run`.
+    pub fn start(&self, cmd: &Cmd) -> Result<Running> {
+        debug_assert!(!self.dry_run, "start() is for commands that run");
+        let handle =
+            Self::expression(cmd).stdout_null().stderr_capture().start().with_context(|| Self::start_error(cmd))?;
+        Ok(Running { handle })
+    }
+}
+
+/// A command started by [`Runner::start`].
+pub struct Running {
+    handle: duct::Handle,
+}
+
+impl Running {
+    /// Its output once it has ended.
+    pub fn try_wait(&self) -> Result<Option<&Output>> {
+        Ok(self.handle.try_wait()?)
+    }
+
+    /// SIGTERM, then SIGKILL if it has not ended after `grace`: podman cleans up on SIGTERM
+    /// (a pull it stops stores nothing half-made).
+    pub fn terminate(&self, grace: Duration) {
+        for pid in self.handle.pids() {
+            let kill = Cmd::new("kill").args(["-TERM", &pid.to_string()]);
+            let _ = Runner::new(false).capture(&kill);
+        }
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(_)) = self.handle.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.handle.kill();
+    }
+}
+
+fn success() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(0)
+}
+
+/// The last non-empty line of a command's output: usually the cause.
+pub fn last_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_where_it_is_told_and_reports_failures() {
+        let runner = Runner::new(false);
+        let dir = std::env::temp_dir();
+        let pwd = runner.query(&Cmd::new("pwd").dir(&dir)).unwrap();
+        assert_eq!(Path::new(pwd.trim()).canonicalize().unwrap(), dir.canonicalize().unwrap());
+        assert_eq!(runner.query(&Cmd::new("sh").args(["-c", "echo $V7_X"]).env("V7_X", "y")).unwrap(), "y\n");
+        let e = runner.query(&Cmd::new("sh").args(["-c", "echo first >&2; echo cause >&2; exit 3"])).unwrap_err();
+        assert!(format!("{e:#}").ends_with("failed: cause"), "{e:#}");
+        assert!(!runner.succeeds(&Cmd::new("false")).unwrap());
+        let e = runner.run(&Cmd::new("v7-no-such-program")).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot start `v7-no-such-program`"), "{e:#}");
+    }
+
+    #[test]
+    fn dry_run_runs_queries_only() {
+        let runner = Runner::new(true);
+        let marker = std::env::temp_dir().join(format!("v7-xtask-dry-{}", std::process::id()));
+        let touch = Cmd::new("touch").path_arg(&marker);
+        runner.run(&touch).unwrap();
+        assert!(runner.run_captured(&touch).unwrap().status.success());
+        assert!(!marker.exists(), "a dry run changes nothing");
+        assert_eq!(runner.query(&Cmd::new("echo").arg("asked")).unwrap(), "asked\n");
+    }
+
+    #[test]
+    fn a_background_command_can_be_stopped() {
+        let running = Runner::new(false).start(&Cmd::new("sleep").arg("30")).unwrap();
+        assert!(running.try_wait().unwrap().is_none());
+        running.terminate(Duration::from_secs(5));
+        let out = running.try_wait().unwrap().expect("ended");
+        assert!(!out.status.success());
+        assert_eq!(last_line(b"a\n\n  b  \n\n"), "b");
+    }
+}

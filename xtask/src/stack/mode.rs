@@ -1,0 +1,123 @@
+//! The two modes: registry mode (the production images of `*/Dockerfile` and the
+//! infrastructure images, from registries or their mirrors) and registry-free mode (every image
+//! made on this machine from Debian packages). `--registry-free`, then `project.mode`; in `auto`,
+//! registry-free when none of the registries the stack's images come from (or their mirrors)
+//! answers within a few seconds.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{ModeSetting, Stack};
+use crate::net::http::split_authority;
+use crate::net::reachable::first_reachable;
+use crate::oci::ImageRef;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Registry,
+    RegistryFree,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Registry => "registry",
+            Mode::RegistryFree => "registry-free",
+        })
+    }
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "registry" => Some(Mode::Registry),
+            "registry-free" => Some(Mode::RegistryFree),
+            _ => None,
+        }
+    }
+
+    /// The command that makes this mode's images.
+    pub fn makes_images(self) -> &'static str {
+        match self {
+            Mode::Registry => "cargo xtask pull && cargo xtask build",
+            Mode::RegistryFree => "cargo xtask build --registry-free",
+        }
+    }
+}
+
+/// The flag, then `project.mode`; in `auto` mode the registries are probed (at most ~3 s) and
+/// the decision is printed with its reason.
+pub fn decide(stack: &Stack, registry_free_flag: bool) -> Mode {
+    if registry_free_flag {
+        return Mode::RegistryFree;
+    }
+    match stack.project.mode {
+        ModeSetting::RegistryFree => Mode::RegistryFree,
+        ModeSetting::Registry => Mode::Registry,
+        ModeSetting::Auto => {
+            let hosts = registry_hosts(stack);
+            match first_reachable(&hosts, Duration::from_secs(3)) {
+                Some(h) => {
+                    eprintln!("mode: registry ({h} answers)");
+                    Mode::Registry
+                }
+                None => {
+                    eprintln!(
+                        "mode: registry-free: no registry answered within 3 s ({}); images are made here from Debian \
+                         packages (set project.mode in docker/stack.toml or pass --registry-free to choose)",
+                        hosts.join(", ")
+                    );
+                    Mode::RegistryFree
+                }
+            }
+        }
+    }
+}
+
+/// Without probing anything: the flag, then `project.mode`, `auto` counting as registry mode.
+/// For output that must not depend on the network (`export`: the same checkout always exports
+/// the same text).
+pub fn without_probing(stack: &Stack, registry_free_flag: bool) -> Mode {
+    if registry_free_flag || stack.project.mode == ModeSetting::RegistryFree {
+        Mode::RegistryFree
+    } else {
+        Mode::Registry
+    }
+}
+
+/// The registry hosts the stack's images come from, and the configured registry mirrors.
+pub fn registry_hosts(stack: &Stack) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for svc in stack.services.values() {
+        if let Ok(r) = ImageRef::parse(svc.image.get_ref()) {
+            let host = if r.registry == "docker.io" { "registry-1.docker.io".to_string() } else { r.registry };
+            if host != "localhost" && !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    for m in &stack.pull.registry_mirrors {
+        let rest = m.get_ref().split("://").nth(1).unwrap_or("");
+        let authority = rest.split('/').next().unwrap_or("");
+        if split_authority(authority, 443).is_ok() && !hosts.iter().any(|h| h == authority) {
+            hosts.push(authority.to_string());
+        }
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::workspace::Workspace;
+
+    #[test]
+    fn the_flag_and_the_setting_decide_without_probing() {
+        let stack = Stack::load(&Workspace::for_tests("mode")).unwrap();
+        assert_eq!(decide(&stack, true), Mode::RegistryFree, "the flag wins without a probe");
+        assert_eq!(without_probing(&stack, false), Mode::Registry, "the repository's stack is `auto`");
+        assert_eq!(registry_hosts(&stack), ["ghcr.io", "registry-1.docker.io"], "localhost images need no registry");
+        assert_eq!(Mode::parse(&Mode::RegistryFree.to_string()), Some(Mode::RegistryFree));
+        assert_eq!(Mode::parse("offline"), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! Support for the `pull` tests: a real registry (Debian's docker-registry) on loopback, the
+//! fault-injecting proxy (`faultproxy.py`) in front of it, small images built and pushed here,
+//! the xtask run with a private state directory, and the pull's `--json` report read as JSON.
+//! Everything is named `v7test-pull-...` and removed on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// docker-registry 2.8 on 127.0.0.1, storage in a temp dir.
+pub struct Registry {
+    pub port: u16,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = TempDir::new("pull-registry");
+        let port = free_port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        let proc = Proc(child);
+        wait_for_port(port, Duration::from_secs(10));
+        Registry { port, _proc: proc, _dir: dir }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// The fault proxy in front of `upstream`.
+pub struct Proxy {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        Proxy::start_with(upstream, &[])
+    }
+
+    pub fn start_with(upstream: &str, extra: &[&str]) -> Proxy {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/faultproxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--upstream", upstream])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").expect("proxy prints its port").parse().unwrap();
+        Proxy { port, _proc: Proc(child) }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Replaces the fault configuration (see faultproxy.py).
+    pub fn faults(&self, json: &str) {
+        let (status, body) = http(self.port, "POST", "/__faults", json);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    pub fn clear_log(&self) {
+        http(self.port, "POST", "/__clear", "");
+    }
+
+    /// (count, first time) of logged requests matching the query (`method=GET&path=...`).
+    pub fn find(&self, query: &str) -> (usize, Option<f64>) {
+        let (_, body) = http(self.port, "GET", &format!("/__find?{query}"), "");
+        let doc = json(&body);
+        (number(&doc, "count").unwrap() as usize, number(&doc, "first"))
+    }
+
+    pub fn count(&self, query: &str) -> usize {
+        self.find(query).0
+    }
+
+    pub fn max_overlap(&self) -> usize {
+        let (_, body) = http(self.port, "GET", "/__overlap", "");
+        number(&json(&body), "max").unwrap() as usize
+    }
+
+    pub fn log(&self) -> String {
+        http(self.port, "GET", "/__log", "").1
+    }
+}
+
+/// Builds a small image (a few files plus `random_mb` MB of random data), pushes it to
+/// `registry` as `v7test-pull/<name>:<tag>`, and removes the local copy. Returns the
+/// reference in the registry.
+pub fn push_image(registry: &str, name: &str, tag: &str, random_mb: usize) -> String {
+    let dir = TempDir::new("pull-img");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello"), format!("{name}:{tag}\n")).unwrap();
+    let mut data = vec![0u8; random_mb * 1_000_000 + 1000];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    f.read_exact(&mut data).unwrap();
+    std::fs::write(root.join("blob.bin"), data).unwrap();
+    let tar = dir.path().join("img.tar");
+    let st = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(st.success());
+    let local = format!("localhost/{}", unique("pull-src"));
+    let out = podman(&["import", "-q", tar.to_str().unwrap(), &local]);
+    assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+    let remote = format!("{registry}/v7test-pull/{name}:{tag}");
+    let out = podman(&["push", "-q", "--tls-verify=false", &local, &remote]);
+    let _ = podman(&["rmi", "-f", "-i", &local]);
+    assert!(out.status.success(), "podman push: {}", String::from_utf8_lossy(&out.stderr));
+    remote
+}
+
+/// Runs the xtask with a private state dir and a registries.conf marking `insecure` loopback
+/// registries as plain HTTP.
+pub struct Xtask {
+    pub state: TempDir,
+    pub registries_conf: PathBuf,
+}
+
+impl Xtask {
+    pub fn new(insecure: &[String]) -> Xtask {
+        let state = TempDir::new("pull-state");
+        let registries_conf = state.path().join("test-registries.conf");
+        let mut text = String::from("unqualified-search-registries = [\"docker.io\"]\n");
+        for r in insecure {
+            text.push_str(&format!("\n[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"));
+        }
+        std::fs::write(&registries_conf, text).unwrap();
+        Xtask { state, registries_conf }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.program(env!("CARGO_BIN_EXE_xtask"), args)
+    }
+
+    /// Another program (e.g. script(1) wrapping the xtask) with the xtask's environment.
+    pub fn program(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args)
+            .env("V7_STATE_DIR", self.state.path().join("v7"))
+            .env("CONTAINERS_REGISTRIES_CONF", &self.registries_conf)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs to completion: (exit ok, stdout, stderr, seconds).
+    pub fn run(&self, args: &[&str]) -> (bool, String, String, f64) {
+        let start = Instant::now();
+        let out = self.command(args).output().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let (o, e) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        eprintln!("--- xtask {args:?} ({secs:.1} s, {})\n{e}\n{o}", out.status);
+        (out.status.success(), o, e, secs)
+    }
+}
+
+/// The entry of `image` in a pull's `--json` report.
+pub fn image_report(doc: &JsonValue, image: &str) -> JsonValue {
+    entry(doc, "images", "image", image).clone()
+}
+
+/// A number of `image`'s entry in the report on `stdout`.
+pub fn image_number(stdout: &str, image: &str, key: &str) -> Option<f64> {
+    number(&image_report(&json(stdout), image), key)
+}
+
+/// A string of `image`'s entry in the report on `stdout` (`None` for null).
+pub fn image_string(stdout: &str, image: &str, key: &str) -> Option<String> {
+    string(&image_report(&json(stdout), image), key)
+}
