@@ -7,7 +7,6 @@ pub mod clickhouse;
 pub mod config;
 pub mod event;
 pub mod grpc;
-pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

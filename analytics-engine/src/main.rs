@@ -11,11 +11,11 @@ fn main() -> ExitCode {
             let port = match analytics_engine::config::parse_addr(addr) {
                 Ok(a) => a.port(),
                 Err(e) => {
-                    eprintln!("healthcheck: V7_HTTP_ADDR: {e:#}");
-                    return ExitCode::from(1);
+                    eprintln!("analytics-engine healthcheck: V7_HTTP_ADDR: {e:#}");
+                    return ExitCode::FAILURE;
                 }
             };
-            ExitCode::from(analytics_engine::health::healthcheck(port) as u8)
+            healthcheck::exit_code("analytics-engine", port)
         }
         Some("-h") | Some("--help") => {
             println!("usage: analytics-engine [healthcheck]\n\nConfiguration comes from V7_* environment variables (see analytics-engine/README.md).");

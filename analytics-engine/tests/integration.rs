@@ -173,7 +173,7 @@ async fn readyz_is_503_while_clickhouse_is_down_and_recovers() {
     assert!(!body.contains(CH_PASSWORD), "readyz must not leak the password: {body}");
     // healthz stays 200 and the healthcheck subcommand agrees.
     let port = engine.http.port();
-    assert_eq!(tokio::task::spawn_blocking(move || analytics_engine::health::healthcheck(port)).await.unwrap(), 0);
+    assert_eq!(tokio::task::spawn_blocking(move || healthcheck::check(port)).await.unwrap(), Ok(()));
 
     // Events arriving meanwhile are kept and inserted once ClickHouse is up.
     let now = now_ms();

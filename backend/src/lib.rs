@@ -14,7 +14,6 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod grpc;
-pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 

@@ -1,7 +1,7 @@
 //! `backend` runs the servers; `backend healthcheck` probes /healthz (the image's HEALTHCHECK).
 use std::process::ExitCode;
 
-use backend::{healthcheck, Config};
+use backend::Config;
 
 const USAGE: &str = "usage: backend [healthcheck]\n\
   (no argument)  serve HTTP (V7_HTTP_ADDR) and gRPC (V7_GRPC_ADDR) until SIGTERM/Ctrl-C\n  \
@@ -19,13 +19,7 @@ fn main() -> ExitCode {
     };
     match args.first().map(String::as_str) {
         None => run(config),
-        Some("healthcheck") => match healthcheck::check(config.http_addr.port()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("backend healthcheck: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Some("healthcheck") => healthcheck::exit_code("backend", config.http_addr.port()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -29,6 +29,8 @@ cargo build -q -p xtask --release
 XTASK=$CARGO_TARGET_DIR/release/xtask
 
 WORK=$(mktemp -d /tmp/v7test-pull-bench-XXXXXX)
+# A field of the pull's --json report, read with a JSON parser (EXPR over the document `d`).
+report() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"d": d}))' "$1" "$2"; }
 PIDS=()
 IMAGES=()
 cleanup() {
@@ -115,8 +117,8 @@ for run in $(seq "$RUNS"); do
   remove_all
   t0=$(now); "$XTASK" pull --jobs 5 --json "${args[@]}" > "$WORK/out.json" 2>"$WORK/err.txt"; t1=$(now)
   xt=$(secs "$t0" "$t1")
-  grep -q '"ok": true' "$WORK/out.json" || { echo "xtask pull failed:"; tail -5 "$WORK/err.txt"; exit 1; }
-  rss=$(grep -o '"xtask_peak_rss_kib": [0-9]*' "$WORK/out.json" | awk '{print $2}')
+  [ "$(report "$WORK/out.json" 'd["ok"]')" = True ] || { echo "xtask pull failed:"; tail -5 "$WORK/err.txt"; exit 1; }
+  rss=$(report "$WORK/out.json" 'int(d["xtask_peak_rss_kib"])')
   printf '%s    %.2f   %.2f                  %.2f     %.2f              %.2f                    %.2f                   %s\n' \
     "$run" "$seed" "$par" "$xt" "$norelay" "$slowest" "$slowest_x" "$rss"
   echo "$seed $par $xt $norelay $slowest $slowest_x $rss" >> "$WORK/rows"
@@ -145,8 +147,8 @@ for run in $(seq "$FLAKY_RUNS"); do
   t0=$(now)
   if "$XTASK" pull --jobs 5 "${extra[@]}" --json "${args[@]}" > "$WORK/out.json" 2>"$WORK/err.txt"; then ok=yes; flaky_ok=$((flaky_ok + 1)); else ok=NO; fi
   t1=$(now)
-  attempts=$(grep -o '"attempts": [0-9]*' "$WORK/out.json" | awk '{s+=$2} END {print s}')
-  retried=$(grep -o '"request_retries": [0-9]*' "$WORK/out.json" | awk '{s+=$2} END {print s}')
+  attempts=$(report "$WORK/out.json" 'int(sum(i["attempts"] for i in d["images"]))')
+  retried=$(report "$WORK/out.json" 'int(sum(i["request_retries"] for i in d["images"]))')
   remove_all
   faults "{\"delay_ms\": $DELAY_MS, \"fail_rate\": $FAIL_RATE, \"seed\": $((run + 100))}"
   seed_loop 2>"$WORK/seed.txt"; if grep -q failed "$WORK/seed.txt"; then seed_ok="no ($(grep -c failed "$WORK/seed.txt")/5 failed)"; else seed_ok=yes; fi

@@ -177,9 +177,12 @@ xflags::xflags! {
             repeated suite: String
         }
 
-        /// Benchmarks. `cold-build`: cold `cargo build -p xtask` and warm `cargo xtask --help`.
+        /// Benchmarks. `cold-build`: cold `cargo build -p xtask` and warm `cargo xtask --help`;
+        /// `dependencies`: each crate the xtask uses, and the alternatives weighed, built alone.
         ///
-        /// Example: cargo xtask bench cold-build --runs 3
+        /// Examples:
+        ///   cargo xtask bench cold-build --runs 3
+        ///   cargo xtask bench dependencies --runs 3
         cmd bench {
             required name: String
             /// Repetitions (default 3).

@@ -9,12 +9,13 @@
 //!   must build no slower than rust-analyzer's; our own code comes on top, as rust-analyzer's
 //!   own code does on its (the baseline crate cannot contain that code: it is not ours to copy).
 //!   Also warm `cargo xtask --help`, budget 0.3 s.
+//! - `dependencies`: each crate the xtask depends on, and the alternatives weighed against them,
+//!   alone in an empty crate, built cold (docs/xtask.md has the figures).
 //! - `pull` and `registry-free` are scripts under xtask/bench/ (they need registries and
 //!   images): see docs/benchmarks.md.
 
-use std::time::Instant;
-
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -27,9 +28,10 @@ impl flags::Bench {
         let runs = self.runs.unwrap_or(3).max(1);
         match self.name.as_str() {
             "cold-build" => cold_build(ws, runs),
+            "dependencies" => dependencies(ws, runs),
             other => bail!(
-                "unknown benchmark {other:?}: `cold-build` runs here; the pull and registry-free benchmarks are \
-                 xtask/bench/pull.sh and xtask/bench/registry-free.sh (see docs/benchmarks.md)"
+                "unknown benchmark {other:?}: `cold-build` and `dependencies` run here; the pull and registry-free \
+                 benchmarks are xtask/bench/pull.sh and xtask/bench/registry-free.sh (see docs/benchmarks.md)"
             ),
         }
     }
@@ -52,21 +54,34 @@ fn timed(cmd: &Cmd) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// An empty binary crate with the `[dependencies]` section of xtask/Cargo.toml, in `dir`.
-fn write_deps_only_crate(ws: &Workspace, dir: &Path) -> Result<()> {
+/// The `[dependencies]` section of xtask/Cargo.toml.
+fn xtask_dependencies(ws: &Workspace) -> Result<String> {
     let manifest = std::fs::read_to_string(ws.path("xtask/Cargo.toml"))?;
-    let deps: String = manifest
+    Ok(manifest
         .split("\n[dependencies]\n")
         .nth(1)
         .context("xtask/Cargo.toml has no [dependencies] section")?
         .split("\n[")
         .next()
         .unwrap_or("")
-        .to_string();
+        .to_string())
+}
+
+/// An empty binary crate with the `[dependencies]` section of xtask/Cargo.toml, in `dir`.
+fn write_deps_only_crate(ws: &Workspace, dir: &Path) -> Result<()> {
+    write_crate(ws, dir, &xtask_dependencies(ws)?)
+}
+
+/// An empty binary crate with these `[dependencies]` lines, in `dir`, resolved like the
+/// workspace where the workspace has the crates.
+fn write_crate(ws: &Workspace, dir: &Path, deps: &str) -> Result<()> {
     std::fs::create_dir_all(dir.join("src"))?;
     std::fs::write(
         dir.join("Cargo.toml"),
-        format!("[package]\nname = \"v7-xtask-deps\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\n{deps}\n[workspace]\n"),
+        format!(
+            "[package]\nname = \"v7-xtask-deps\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+             [dependencies]\n{deps}\n[workspace]\n"
+        ),
     )?;
     std::fs::write(dir.join("src/main.rs"), "fn main() {}\n")?;
     // The same versions as the workspace resolved.
@@ -125,6 +140,52 @@ fn cold_build(ws: &Workspace, runs: usize) -> Result<()> {
     }
     if !failed.is_empty() {
         bail!("over budget: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Crates weighed against the ones the xtask uses (docs/xtask.md, dependencies).
+const ALTERNATIVES: &[(&str, &str)] = &[
+    ("serde_json", r#"{ version = "1", default-features = false, features = ["std"] }"#),
+    ("sha2", r#""0.10""#),
+    ("minreq", r#"{ version = "2", default-features = false }"#),
+    ("regex", r#""1""#),
+    ("xshell", r#""0.2""#),
+];
+
+/// Each dependency of the xtask, and each alternative weighed, alone in an empty binary crate,
+/// built cold (fresh target directory, sources already downloaded): what a crate costs by itself.
+fn dependencies(ws: &Workspace, runs: usize) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("v7-bench-deps-{}", std::process::id()));
+    let mut crates: Vec<(String, String, &str)> = Vec::new();
+    for line in xtask_dependencies(ws)?.lines().map(str::trim) {
+        if let Some((name, spec)) = line.split_once(" = ").filter(|_| !line.starts_with('#')) {
+            crates.push((name.to_string(), spec.to_string(), "used"));
+        }
+    }
+    crates.extend(ALTERNATIVES.iter().map(|(n, s)| (n.to_string(), s.to_string(), "weighed")));
+    let runner = Runner::new(false);
+    for (name, spec, _) in &crates {
+        let dir = scratch.join(name);
+        write_crate(ws, &dir, &format!("{name} = {spec}\n"))?;
+        runner.run_checked(&Cmd::new("cargo").arg("fetch").dir(&dir))?;
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); crates.len()];
+    for run in 0..runs {
+        for (i, (name, _, _)) in crates.iter().enumerate() {
+            let target = scratch.join(format!("target-{name}-{run}"));
+            let cmd = Cmd::new("cargo").args(["build", "-q"]).dir(&scratch.join(name));
+            let secs = timed(&cmd.env("CARGO_TARGET_DIR", target.display().to_string()))?;
+            eprintln!("run {}: {name} alone: {secs:.2} s", run + 1);
+            times[i].push(secs);
+            std::fs::remove_dir_all(&target).with_context(|| format!("cannot remove {}", target.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("| crate | cold build alone, median of {runs} | |");
+    println!("|---|---|---|");
+    for ((name, _, what), t) in crates.iter().zip(&mut times) {
+        println!("| {name} | {:.2} s | {what} |", median(t));
     }
     Ok(())
 }

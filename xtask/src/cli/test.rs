@@ -78,7 +78,7 @@ fn lint(ws: &Workspace) -> Result<()> {
 
 fn rust(ws: &Workspace) -> Result<()> {
     prereq::ensure("the Rust tests", prereq::SERVICE_TESTS)?;
-    Runner::new(false).run(&cargo(ws, &["test", "--workspace", "--locked"]))
+    Runner::new(false).run(&cargo(ws, &["test", "--workspace", "--locked", "--no-fail-fast"]))
 }
 
 fn python_suite(ws: &Workspace) -> Result<()> {
@@ -107,6 +107,8 @@ fn podman(ws: &Workspace) -> Result<()> {
     needs.extend_from_slice(prereq::SERVICE_TESTS);
     prereq::ensure("the podman end-to-end tests", &needs)?;
     // One test thread: the e2e tests share podman's storage and two cores.
-    Runner::new(false)
-        .run(&cargo(ws, &["test", "-p", "xtask", "--features", "e2e", "--locked", "--", "--test-threads=1"]))
+    Runner::new(false).run(&cargo(
+        ws,
+        &["test", "-p", "xtask", "--features", "e2e", "--locked", "--no-fail-fast", "--", "--test-threads=1"],
+    ))
 }

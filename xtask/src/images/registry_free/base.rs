@@ -149,7 +149,9 @@ pub fn ensure(
     })();
     clean();
     result.context("making the registry-free base image failed; nothing was tagged")?;
-    eprintln!("base: {image} made");
+    if !runner.dry_run {
+        eprintln!("base: {image} made");
+    }
     Ok(())
 }
 
