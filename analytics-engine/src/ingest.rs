@@ -242,7 +242,10 @@ pub async fn run_writer(ch: ClickHouse, metrics: Arc<Metrics>, mut rx: mpsc::Rec
             tracing::warn!(error = %format!("{e:#}"), "ClickHouse not ready at start; will create the schema later")
         }
     }
-    let mut ticker = tokio::time::interval(settings.flush_interval);
+    // The first tick one interval from now: `interval`'s first tick is immediate, and a row that
+    // arrives before the loop has taken it would be flushed at once, whatever batch_size says.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + settings.flush_interval, settings.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
