@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use crate::net::proxy;
-use crate::oci::ImageRef;
 use crate::podman::images::{podman_reference, presence};
 use crate::podman::Podman;
 use crate::process::{mask_url_credentials, Runner};
 use crate::stack::{Mode, PackageMirrors, Stack};
 use crate::util::workspace::Workspace;
+use build::Bases;
 
 /// What to build, and how.
 #[derive(Clone, Debug, Default)]
@@ -63,26 +63,18 @@ pub fn build(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode, opts: &
 fn build_registry(ws: &Workspace, runner: &Runner, stack: &Stack, opts: &BuildOptions, pull_bases: bool) -> Result<()> {
     let mirrors = opts.package_mirrors.as_ref().map(|(n, m)| (n.as_str(), m));
     let builds = build::plan::plan(ws, stack, &opts.services, mirrors)?;
-    if pull_bases {
-        let podman = Podman::prepare(ws)?;
-        let mut bases: Vec<ImageRef> = Vec::new();
-        for b in &builds {
-            for r in b.base_images()? {
-                if !bases.contains(&r) {
-                    bases.push(r);
-                }
-            }
-        }
-        let found = presence(runner, &podman, &bases)?;
-        let missing: Vec<String> =
-            bases.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(r, _)| podman_reference(r)).collect();
-        if !missing.is_empty() {
-            pull::pull(ws, runner, &pull::Options { images: missing, ..pull::Options::default() })?;
-        }
+    let bases = Bases::of(&builds)?;
+    let mut podman = Podman::prepare(ws)?;
+    let mut found = presence(runner, &podman, &bases.all)?;
+    let missing: Vec<String> =
+        bases.all.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(r, _)| podman_reference(r)).collect();
+    if pull_bases && !missing.is_empty() {
+        pull::pull(ws, runner, &pull::Options { images: missing, ..pull::Options::default() })?;
+        // Prepared again: the pull may have written the registries.conf for registry mirrors.
+        podman = Podman::prepare(ws)?;
+        found = presence(runner, &podman, &bases.all)?;
     }
-    // Prepared after the pull: it may have written the registries.conf for registry mirrors.
-    let podman = Podman::prepare(ws)?;
-    let builds = build::with_base_ids(runner, &podman, builds)?;
+    let builds = bases.record(builds, &found);
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let proxies = proxy::detect(&env);
     if !proxies.is_empty() {

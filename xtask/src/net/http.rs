@@ -196,7 +196,7 @@ pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
             return Err(Error::new(ErrorKind::InvalidData, format!("a message head of more than {MAX_HEAD} bytes")));
         }
         let line = &head[before..];
-        if before == 0 && !line.is_ascii() {
+        if before == 0 && !line.is_ascii() && !line.starts_with(b"HTTP/") {
             return Ok(head);
         }
         if line == b"\r\n" || line == b"\n" {
@@ -433,6 +433,9 @@ mod tests {
         assert!(read_head(&mut Cursor::new(vec![b'a'; MAX_HEAD * 2])).is_err(), "no end of the head in sight");
         assert!(matches!(parse_response_head(b"HTTP/1.1 2000 OK\r\n\r\n"), Err(HeadError::Malformed(_))));
         assert_eq!(parse_response_head(b"HTTP/1.1 200\r\n\r\n").unwrap().reason, "");
+        // A reason phrase that is not ASCII is still an answer.
+        let raw = read_head(&mut Cursor::new("HTTP/1.1 200 Très bien\r\nX: 1\r\n\r\n".as_bytes().to_vec())).unwrap();
+        assert_eq!(parse_response_head(&raw).unwrap().headers.len(), 1);
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{ModeSetting, Stack};
-use crate::net::http::split_authority;
+use crate::net::http::authority;
 use crate::net::reachable::first_reachable;
 use crate::oci::ImageRef;
+use crate::podman::registries_conf::RegistryMirror;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -96,11 +97,12 @@ pub fn registry_hosts(stack: &Stack) -> Vec<String> {
             }
         }
     }
-    for m in &stack.pull.registry_mirrors {
-        let rest = m.get_ref().split("://").nth(1).unwrap_or("");
-        let authority = rest.split('/').next().unwrap_or("");
-        if split_authority(authority, 443).is_ok() && !hosts.iter().any(|h| h == authority) {
-            hosts.push(authority.to_string());
+    // Mirrors with their scheme's port: an `http://` mirror is probed on 80 unless it names one.
+    for m in stack.pull.registry_mirrors.iter().filter_map(|m| RegistryMirror::parse(m.get_ref()).ok()) {
+        let (host, port) = m.host_port();
+        let target = authority(&host, port);
+        if !hosts.contains(&target) {
+            hosts.push(target);
         }
     }
     hosts
@@ -117,6 +119,12 @@ mod tests {
         assert_eq!(decide(&stack, true), Mode::RegistryFree, "the flag wins without a probe");
         assert_eq!(without_probing(&stack, false), Mode::Registry, "the repository's stack is `auto`");
         assert_eq!(registry_hosts(&stack), ["ghcr.io", "registry-1.docker.io"], "localhost images need no registry");
+        let text = std::fs::read_to_string(Workspace::for_tests("mode").path("docker/stack.toml")).unwrap().replace(
+            "registry_mirrors = []",
+            "registry_mirrors = [\"http://127.0.0.1:5000\", \"https://m.example/hub\", \"http://lan\"]",
+        );
+        let mirrored = Stack::parse("docker/stack.toml", &text).unwrap();
+        assert_eq!(registry_hosts(&mirrored)[2..], ["127.0.0.1:5000", "m.example:443", "lan:80"]);
         assert_eq!(Mode::parse(&Mode::RegistryFree.to_string()), Some(Mode::RegistryFree));
         assert_eq!(Mode::parse("offline"), None);
     }

@@ -21,7 +21,7 @@ use crate::images::dockerfile::base_images::external_images;
 use crate::net::proxy::Proxies;
 use crate::oci::ImageRef;
 use crate::podman::errors::explain_failure;
-use crate::podman::images::{podman_reference, presence};
+use crate::podman::images::{podman_reference, LocalImage};
 use crate::podman::Podman;
 use crate::process::{Cmd, Runner};
 use crate::stack::names::{INPUTS_LABEL, PROJECT_LABEL};
@@ -44,7 +44,7 @@ pub struct ImageBuild {
     /// fetched on the host, shared caches. Not part of the context or of any layer.
     pub volumes: Vec<String>,
     /// More fingerprint inputs that are not files: `base REF ID` of every image the Dockerfile
-    /// builds on ([`with_base_ids`]).
+    /// builds on ([`Bases::record`]).
     pub extra_inputs: Vec<String>,
 }
 
@@ -115,28 +115,41 @@ fn with_labels(mut b: ImageBuild, project: &str, inputs: String) -> ImageBuild {
     b
 }
 
-/// Adds `base REF ID` (or `base REF absent`) for every image each build builds on, from one
-/// `podman image inspect` for all of them.
-pub fn with_base_ids(runner: &Runner, podman: &Podman, builds: Vec<ImageBuild>) -> Result<Vec<ImageBuild>> {
-    let bases: Vec<Vec<ImageRef>> = builds.iter().map(ImageBuild::base_images).collect::<Result<_>>()?;
-    let mut all: Vec<ImageRef> = Vec::new();
-    for b in bases.iter().flatten() {
-        if !all.contains(b) {
-            all.push(b.clone());
-        }
-    }
-    let found = presence(runner, podman, &all)?;
-    Ok(builds
-        .into_iter()
-        .zip(bases)
-        .map(|(mut b, refs)| {
-            for r in refs {
-                let id = all.iter().position(|a| *a == r).and_then(|i| found[i].as_ref()).map(|l| l.id.as_str());
-                b.extra_inputs.push(format!("base {} {}", podman_reference(&r), id.unwrap_or("absent")));
+/// The images a set of builds builds on: per build, and all of them once each (one
+/// `podman image inspect` answers for `all`).
+pub struct Bases {
+    per_build: Vec<Vec<ImageRef>>,
+    pub all: Vec<ImageRef>,
+}
+
+impl Bases {
+    pub fn of(builds: &[ImageBuild]) -> Result<Bases> {
+        let per_build: Vec<Vec<ImageRef>> = builds.iter().map(ImageBuild::base_images).collect::<Result<_>>()?;
+        let mut all: Vec<ImageRef> = Vec::new();
+        for b in per_build.iter().flatten() {
+            if !all.contains(b) {
+                all.push(b.clone());
             }
-            b
-        })
-        .collect())
+        }
+        Ok(Bases { per_build, all })
+    }
+
+    /// Adds `base REF ID` (or `base REF absent`) to each build's fingerprint inputs. `found`:
+    /// what the image store holds of [`Bases::all`], in order.
+    pub fn record(&self, builds: Vec<ImageBuild>, found: &[Option<LocalImage>]) -> Vec<ImageBuild> {
+        builds
+            .into_iter()
+            .zip(&self.per_build)
+            .map(|(mut b, refs)| {
+                for r in refs {
+                    let i = self.all.iter().position(|a| a == r);
+                    let id = i.and_then(|i| found.get(i)).and_then(Option::as_ref).map(|l| l.id.as_str());
+                    b.extra_inputs.push(format!("base {} {}", podman_reference(r), id.unwrap_or("absent")));
+                }
+                b
+            })
+            .collect()
+    }
 }
 
 /// Errors of podman's shared image store while another process adds or removes images at the
@@ -228,6 +241,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base_image_ids_go_into_the_fingerprint_inputs() {
+        let dir = crate::util::fs::TempDir::create(&std::env::temp_dir(), "v7-xtask-bases").unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let build = |dockerfile: PathBuf, args: Vec<(String, String)>| ImageBuild {
+            service: "s".into(),
+            image: "i".into(),
+            context: dir.path().into(),
+            dockerfile,
+            ignorefile: None,
+            build_args: args,
+            labels: vec![],
+            pull_never: false,
+            volumes: vec![],
+            extra_inputs: vec![],
+        };
+        let a = build(write("a", "FROM rust:1.87-alpine AS b\nFROM alpine:3.19\nCOPY --from=b /x /x\n"), vec![]);
+        let b = build(write("b", "ARG BASE\nFROM ${BASE}\n"), vec![("BASE".into(), "alpine:3.19".into())]);
+        let bases = Bases::of(&[a.clone(), b.clone()]).unwrap();
+        let all: Vec<String> = bases.all.iter().map(|r| r.to_string()).collect();
+        assert_eq!(all, ["docker.io/library/rust:1.87-alpine", "docker.io/library/alpine:3.19"], "once each");
+        let found = [None, Some(LocalImage { id: "f".repeat(64), size: 1 })];
+        let recorded = bases.record(vec![a.clone(), b], &found);
+        let f = "f".repeat(64);
+        assert_eq!(
+            recorded[0].extra_inputs,
+            [
+                "base docker.io/library/rust:1.87-alpine absent".to_string(),
+                format!("base docker.io/library/alpine:3.19 {f}")
+            ]
+        );
+        assert_eq!(recorded[1].extra_inputs, [format!("base docker.io/library/alpine:3.19 {f}")]);
+        let fp = |b: &ImageBuild| b.fingerprint().unwrap().label;
+        assert_ne!(fp(&recorded[0]), fp(&a), "a base's ID changes the fingerprint");
+    }
+
+    #[test]
     fn build_command_is_planned_as_data() {
         let b = ImageBuild {
             service: "backend".into(),
@@ -241,6 +294,10 @@ mod tests {
             volumes: vec!["/h/vendor:/deps/cargo-vendor:ro".into()],
             extra_inputs: vec!["base x sha256:1".into()],
         };
+        assert_eq!(
+            b.base_images().unwrap_err().to_string().split(':').next(),
+            Some("cannot read /repo/backend/Dockerfile")
+        );
         let b = with_labels(b, "v7test-x", "sha256:abc".into());
         let podman = Podman::fixed(&[("CONTAINERS_CONF", "/c.conf")]);
         let proxies = Proxies { http: Some("http://u:pw@proxy:3128".into()), ..Default::default() };

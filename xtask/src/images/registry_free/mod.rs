@@ -30,8 +30,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use super::build::plan::select_services;
-use super::build::{run_builds, with_base_ids, ImageBuild};
+use super::build::{run_builds, Bases, ImageBuild};
 use crate::net::proxy;
+use crate::podman::images::presence;
 use crate::podman::prereq;
 use crate::podman::Podman;
 use crate::process::Runner;
@@ -66,8 +67,9 @@ pub fn build_all(
     let cache = cache_dir(ws);
     base::ensure(ws, runner, &podman, stack, &cache, rebuild_base)?;
     let deps = dependencies::fetch(ws, runner, &cache, &builds)?;
-    let builds = builds.into_iter().map(|b| with_dependencies(b, &deps)).collect();
-    let builds = with_base_ids(runner, &podman, builds)?;
+    let builds: Vec<ImageBuild> = builds.into_iter().map(|b| with_dependencies(b, &deps)).collect();
+    let bases = Bases::of(&builds)?;
+    let builds = bases.record(builds, &presence(runner, &podman, &bases.all)?);
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let log_dir = ws.state.join("build").join(&stack.project.name);
     run_builds(runner, &podman, &proxy::detect(&env), &stack.project.name, &log_dir, builds, force)?;
