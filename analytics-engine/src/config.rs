@@ -84,8 +84,7 @@ impl Config {
             clickhouse_url,
             clickhouse_database,
             clickhouse_user: get("V7_CLICKHOUSE_USER", "default"),
-            // The password may legitimately contain spaces: take it verbatim.
-            clickhouse_password: vars.get("V7_CLICKHOUSE_PASSWORD").cloned().unwrap_or_default(),
+            clickhouse_password: clickhouse_password(vars)?,
             python: get("V7_PYTHON", "python3"),
             log_format,
             python_path: None,
@@ -93,6 +92,20 @@ impl Config {
             batch_size: 500,
             max_pending: 100_000,
         })
+    }
+}
+
+/// `V7_CLICKHOUSE_PASSWORD_FILE` (a podman secret mounted as a file: it never shows in
+/// `podman inspect`, unlike an environment variable), else `V7_CLICKHOUSE_PASSWORD`, else none.
+/// The password may legitimately contain spaces: taken verbatim, but for one trailing newline.
+fn clickhouse_password(vars: &HashMap<String, String>) -> Result<String> {
+    match vars.get("V7_CLICKHOUSE_PASSWORD_FILE").filter(|p| !p.trim().is_empty()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path.trim())
+                .with_context(|| format!("V7_CLICKHOUSE_PASSWORD_FILE={path}: cannot read the password file"))?;
+            Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+        }
+        None => Ok(vars.get("V7_CLICKHOUSE_PASSWORD").cloned().unwrap_or_default()),
     }
 }
 
@@ -173,6 +186,22 @@ mod tests {
         assert_eq!(c.clickhouse_password, " p w ");
         assert_eq!(c.python, "/usr/bin/python3.11");
         assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_password_file_wins_and_keeps_inner_spaces() {
+        let dir = std::env::temp_dir().join(format!("v7-ae-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("clickhouse-password");
+        std::fs::write(&file, " s3 cret\n").unwrap();
+        let path = file.display().to_string();
+        let c = Config::from_map(&map(&[("V7_CLICKHOUSE_PASSWORD_FILE", &path), ("V7_CLICKHOUSE_PASSWORD", "env")]))
+            .unwrap();
+        assert_eq!(c.clickhouse_password, " s3 cret", "one trailing newline dropped, nothing else");
+        let missing = dir.join("absent").display().to_string();
+        let e = Config::from_map(&map(&[("V7_CLICKHOUSE_PASSWORD_FILE", &missing)])).unwrap_err();
+        assert!(format!("{e:#}").contains("V7_CLICKHOUSE_PASSWORD_FILE"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

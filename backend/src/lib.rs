@@ -16,6 +16,7 @@ pub mod event;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod send_event;
 
 pub use app::AppState;
 pub use config::{Config, LogFormat};

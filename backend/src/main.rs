@@ -1,11 +1,15 @@
-//! `backend` runs the servers; `backend healthcheck` probes /healthz (the image's HEALTHCHECK).
+//! `backend` runs the servers; `backend healthcheck` probes /healthz (the image's HEALTHCHECK);
+//! `backend send-event` publishes one event over gRPC (proves the ingestion port accepts it).
 use std::process::ExitCode;
 
 use backend::Config;
 
-const USAGE: &str = "usage: backend [healthcheck]\n\
+const USAGE: &str = "usage: backend [healthcheck | send-event [--addr URL] [--kind KIND] [--value NUMBER] [--source TEXT]]\n\
   (no argument)  serve HTTP (V7_HTTP_ADDR) and gRPC (V7_GRPC_ADDR) until SIGTERM/Ctrl-C\n  \
-  healthcheck    GET /healthz on 127.0.0.1:<port of V7_HTTP_ADDR>; exit 0 on 200, else 1\n\
+  healthcheck    GET /healthz on 127.0.0.1:<port of V7_HTTP_ADDR>; exit 0 on 200, else 1\n  \
+  send-event     gRPC Ingest/Publish one event (5 s timeout) and print the ack; exit 0 when accepted,\n                 \
+  1 on failure (cause on stderr), 2 on bad arguments. Defaults: --addr http://127.0.0.1:<port of\n                 \
+  V7_GRPC_ADDR>, --kind grpc_probe, --value 1, --source backend-send-event\n\
   configuration: see backend/README.md and docs/contracts.md";
 
 fn main() -> ExitCode {
@@ -20,6 +24,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None => run(config),
         Some("healthcheck") => healthcheck::exit_code("backend", config.http_addr.port()),
+        Some("send-event") => backend::send_event::exit_code(args[1..].to_vec(), config.grpc_addr.port()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

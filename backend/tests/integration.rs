@@ -12,7 +12,7 @@ use backend::proto::analytics::analytics_server::{Analytics, AnalyticsServer};
 use backend::proto::analytics::{KindStats, PingRequest, PingResponse, StatsRequest, StatsResponse};
 use backend::proto::ingest::ingest_client::IngestClient;
 use backend::proto::ingest::{Event as PbEvent, EventBatch};
-use backend::{Config, Server};
+use backend::{send_event, Config, Server};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -420,6 +420,87 @@ async fn grpc_publish_and_batch_use_the_same_path() {
     let text = reqwest::get(backend.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(text.contains("v7_grpc_requests_total{method=\"Publish\",code=\"InvalidArgument\"} 2"), "{text}");
     assert!(text.contains("v7_grpc_requests_total{method=\"PublishBatch\",code=\"Ok\"} 1"), "{text}");
+    backend.shutdown().await;
+}
+
+/// Runs `backend send-event ARGS` (the real binary) off the async threads: (exit code, stdout, stderr).
+async fn run_send_event(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_backend")).arg("send-event").args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_event_publishes_over_grpc_and_prints_the_ack() {
+    let nats = NatsServer::start();
+    let backend = TestBackend::start(&nats.url(), &nobody_url()).await;
+    backend.wait_nats_ready().await;
+    let (_client, mut sub) = subscribe(&nats, &backend.subject).await;
+    let addr = format!("http://{}", backend.grpc);
+
+    // The client function with the defaults (but the address).
+    let args = send_event::Args { addr: addr.clone(), ..send_event::Args::defaults(0) };
+    let ack = send_event::send(&args).await.unwrap();
+    assert_eq!(ack.accepted, 1);
+    assert_eq!(ack.ids.len(), 1);
+    let got = next_json(&mut sub).await;
+    let ts = got["ts_unix_ms"].as_i64().unwrap();
+    assert_eq!(
+        got,
+        json!({"id": ack.ids[0], "kind": "grpc_probe", "value": 1.0, "source": "backend-send-event",
+               "attributes": {}, "ts_unix_ms": ts})
+    );
+
+    // The binary: one line on stdout naming the id that went out on NATS, exit 0.
+    let (code, stdout, stderr) =
+        run_send_event(&["--addr", &addr, "--kind", "bin_probe", "--value", "-2.5", "--source", "ops"]).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let got = next_json(&mut sub).await;
+    assert_eq!((&got["kind"], &got["value"], &got["source"]), (&json!("bin_probe"), &json!(-2.5), &json!("ops")));
+    let id = got["id"].as_str().unwrap();
+    assert_eq!(stdout, format!("accepted 1 event at {addr}: id {id}\n"));
+    assert_eq!(stderr, "");
+
+    // Rejected by the server: status code + message on one stderr line, exit 1, nothing published.
+    let (code, stdout, stderr) = run_send_event(&["--addr", &addr, "--kind", "Bad Kind"]).await;
+    assert_eq!(code, Some(1), "stdout: {stdout}");
+    assert_eq!(stdout, "");
+    assert!(stderr.starts_with(&format!("backend send-event: {addr} answered InvalidArgument: kind:")), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_no_message(&mut sub).await;
+
+    // Bad arguments: one usage line, exit 2.
+    let (code, _, stderr) = run_send_event(&["--value", "lots"]).await;
+    assert_eq!(code, Some(2));
+    assert!(stderr.starts_with("backend send-event: --value: expected a number"), "{stderr}");
+    assert!(stderr.contains("usage: backend send-event [--addr URL]"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let text = reqwest::get(backend.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("v7_grpc_requests_total{method=\"Publish\",code=\"Ok\"} 2"), "{text}");
+    backend.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_event_failures_name_the_address_and_the_cause() {
+    // Nothing listens: connection refused, naming the address.
+    let args = send_event::Args::defaults(1);
+    let err = send_event::send(&args).await.unwrap_err();
+    assert!(err.starts_with("connect http://127.0.0.1:1: "), "{err}");
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    let (code, stdout, stderr) = run_send_event(&["--addr", "http://127.0.0.1:1"]).await;
+    assert_eq!((code, stdout.as_str()), (Some(1), ""));
+    assert_eq!(stderr, format!("backend send-event: {err}\n"));
+
+    // The server answers but cannot publish (NATS absent): the gRPC status and its message.
+    let backend = TestBackend::start(&format!("nats://127.0.0.1:{}", free_port()), &nobody_url()).await;
+    let addr = format!("http://{}", backend.grpc);
+    let err = send_event::send(&send_event::Args { addr: addr.clone(), ..args }).await.unwrap_err();
+    assert!(err.starts_with(&format!("{addr} answered Unavailable: nats: not connected")), "{err}");
     backend.shutdown().await;
 }
 

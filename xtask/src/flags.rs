@@ -74,12 +74,16 @@ xflags::xflags! {
             optional --dry-run
         }
 
-        /// Start the whole stack in dependency order, each service behind its health check.
+        /// Bring the stack to what docker/stack.toml says: unchanged containers are kept,
+        /// changed ones replaced (the previous one comes back if the new one is not healthy),
+        /// services started by dependency level behind their health checks; then a health
+        /// supervisor keeps checking them.
         ///
         /// Examples:
         ///   cargo xtask deploy
         ///   cargo xtask deploy --registry-free
         ///   cargo xtask deploy --dry-run
+        ///   cargo xtask deploy --force-recreate
         cmd deploy {
             /// Registry-free mode (see `build --registry-free`).
             optional --registry-free
@@ -87,9 +91,16 @@ xflags::xflags! {
             optional --no-build
             /// Seconds each service may take to become healthy (default 120).
             optional --timeout secs: u64
-            /// Print the podman commands instead of running them.
+            /// Replace every container, changed or not.
+            optional --force-recreate
+            /// Print the plan (kept, replaced, created, removed, and why) and the podman
+            /// commands instead of running them.
             optional --dry-run
         }
+
+        /// The health supervisor `deploy` starts in the background (not for direct use): runs
+        /// each service's health check on its interval; `down` stops it.
+        cmd supervise {}
 
         /// Stop and remove the stack's containers and networks (volumes with --volumes).
         ///

@@ -78,6 +78,7 @@ fn run(flags: flags::Xtask) -> Result<()> {
         flags::XtaskCmd::Deploy(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Down(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Status(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Supervise(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Logs(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Verify(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Doctor(cmd) => cmd.run(&ws),

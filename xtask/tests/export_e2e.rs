@@ -99,6 +99,8 @@ fn compose_export_matches_the_compose_spec_schema() {
         let yaml = std::fs::read_to_string(&file).unwrap();
         assert!(yaml.contains("\nname: v7\n") && yaml.contains("\n  backend:\n"), "{yaml}");
         assert_eq!(yaml.contains("# grafana: left out:"), registry_free, "{yaml}");
+        assert!(yaml.contains("\nsecrets:\n  clickhouse-password:\n    file: "), "the secrets section:\n{yaml}");
+        assert_eq!(yaml.contains("grafana-admin-password"), !registry_free, "{yaml}");
     }
 }
 
@@ -119,7 +121,14 @@ fn kube_export_passes_strict_kubernetes_validation() {
         let objects = yaml.split("\n---\n").count();
         let passed = report.matches(" passed for resource ").count();
         assert_eq!(passed, objects, "every object of the export is validated:\n{report}");
-        for resource in ["pod/backend", "service/backend", "pod/nats", "persistentvolumeclaim/v7-nats-data"] {
+        let resources = [
+            "pod/backend",
+            "service/backend",
+            "pod/nats",
+            "persistentvolumeclaim/v7-nats-data",
+            "secret/v7-clickhouse-users",
+        ];
+        for resource in resources {
             assert!(
                 report.contains(&format!("passed for resource {resource} ")),
                 "{resource} not validated:\n{report}"

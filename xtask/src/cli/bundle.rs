@@ -18,7 +18,7 @@ impl flags::Bundle {
         match self.subcommand {
             flags::BundleCmd::Save(cmd) => {
                 let stack = Stack::load(ws)?;
-                let mode = mode::decide(&stack, cmd.registry_free);
+                let mode = mode::decide(ws, &stack, cmd.registry_free);
                 let list = stack_images(&stack, mode)?;
                 for (service, why) in &list.skipped {
                     eprintln!("{service}: not bundled: {why}");

@@ -1,11 +1,11 @@
-//! `cargo xtask deploy`: the images made sure of (`images::ensure`), then the stack started
-//! behind its health checks (`deploy`).
+//! `cargo xtask deploy`: the mode decided (once, then remembered), room for builds checked, the
+//! images made sure of (`images::ensure`), then the stack converged (`deploy`).
 
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::deploy;
+use crate::deploy::{self, preflight};
 use crate::flags;
 use crate::images;
 use crate::podman::{prereq, Podman};
@@ -19,13 +19,23 @@ impl flags::Deploy {
         if !self.dry_run {
             prereq::ensure("deploy", prereq::PODMAN)?;
         }
-        let mode = mode::decide(&stack, self.registry_free);
+        let mode = mode::decide(ws, &stack, self.registry_free);
         let runner = Runner::new(self.dry_run);
-        if !self.no_build {
-            images::ensure(ws, &runner, &stack, mode)?;
+        if self.registry_free && !self.dry_run {
+            mode::remember(ws, &stack, mode, "chosen with `deploy --registry-free`");
         }
         let podman = Podman::prepare(ws)?;
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
-        deploy::deploy(ws, &runner, &podman, &stack, mode, timeout)
+        if !self.no_build {
+            let missing = images::missing(&runner, &podman, &stack, mode)?;
+            if missing > 0 {
+                preflight::disk(&runner, &podman, missing)?;
+            }
+            images::ensure(ws, &runner, &stack, mode)?;
+        }
+        let opts = deploy::Options {
+            timeout: Duration::from_secs(self.timeout.unwrap_or(120)),
+            force_recreate: self.force_recreate,
+        };
+        deploy::deploy(ws, &runner, &podman, &stack, mode, &opts)
     }
 }

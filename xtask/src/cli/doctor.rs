@@ -9,7 +9,7 @@ use crate::flags;
 use crate::net::proxy;
 use crate::podman::{host, Podman};
 use crate::process::{find_on_path, mask_url_credentials, Runner};
-use crate::stack::Stack;
+use crate::stack::{mode, Stack};
 use crate::util::workspace::Workspace;
 
 impl flags::Doctor {
@@ -74,6 +74,13 @@ impl flags::Doctor {
                     );
                 }
                 println!("stack mode: {:?} ({} project.mode)", stack.project.mode, ws.stack_file);
+                if stack.project.mode == crate::stack::ModeSetting::Auto {
+                    // doctor is where the remembered `auto` decision is made again.
+                    if let Some((m, why)) = mode::remembered(ws, &stack) {
+                        println!("remembered decision: {m} ({why}); probing again");
+                    }
+                    mode::probe_and_remember(ws, &stack);
+                }
             }
             Err(e) => println!("{}: {e:#}", ws.stack_file),
         }

@@ -13,7 +13,7 @@ impl flags::Down {
     pub fn run(self, ws: &Workspace) -> Result<()> {
         let stack = Stack::load(ws)?;
         let podman = Podman::prepare(ws)?;
-        down(&Runner::new(self.dry_run), &podman, &stack, self.volumes)?;
+        down(ws, &Runner::new(self.dry_run), &podman, &stack, self.volumes)?;
         if !self.dry_run {
             let kept = if self.volumes { " with its volumes" } else { " (volumes kept; --volumes removes them)" };
             eprintln!("stack {} removed{kept}", stack.project.name);

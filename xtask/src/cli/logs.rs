@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 
+use crate::deploy;
 use crate::flags;
 use crate::podman::Podman;
 use crate::process::Runner;
@@ -16,13 +17,7 @@ impl flags::Logs {
             bail!("no service named {:?}; services: {}", self.service, names.join(", "));
         }
         let podman = Podman::prepare(ws)?;
-        let mut cmd = podman.cmd().arg("logs");
-        if self.follow {
-            cmd = cmd.arg("--follow");
-        }
-        if let Some(n) = self.tail {
-            cmd = cmd.arg("--tail").arg(n.to_string());
-        }
-        Runner::new(false).run(&cmd.arg(stack.container_name(&self.service)))
+        let cmd = deploy::logs_command(&podman, &stack, &self.service, self.tail, self.follow);
+        Runner::new(false).run(&cmd)
     }
 }

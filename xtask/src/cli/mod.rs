@@ -13,5 +13,6 @@ pub mod export;
 pub mod logs;
 pub mod pull;
 pub mod status;
+pub mod supervise;
 pub mod test;
 pub mod verify;

@@ -1,4 +1,5 @@
-//! `cargo xtask status`: each service's state and health, as a table or `--json`.
+//! `cargo xtask status`: each service's state and its health as last checked, as a table or
+//! `--json`. Never waits for the network: the mode is the remembered one.
 
 use anyhow::Result;
 
@@ -13,11 +14,11 @@ impl flags::Status {
     pub fn run(self, ws: &Workspace) -> Result<()> {
         let stack = Stack::load(ws)?;
         let podman = Podman::prepare(ws)?;
-        let rows = status::rows(&Runner::new(false), &podman, &stack, mode::decide(&stack, false))?;
+        let rows = status::rows(&Runner::new(false), &podman, &stack, mode::without_waiting(ws, &stack))?;
         if self.json {
             println!("{}", status::to_json(&rows));
         } else {
-            print!("{}", status::to_table(&rows));
+            print!("{}{}", status::to_table(&rows), status::supervisor_line(ws, &stack));
         }
         Ok(())
     }

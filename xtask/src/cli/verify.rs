@@ -24,6 +24,6 @@ impl flags::Verify {
             })
             .cloned()
             .collect();
-        verify(&stack, &deployed)
+        verify(ws, &runner, &podman, &stack, &deployed)
     }
 }

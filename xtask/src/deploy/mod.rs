@@ -1,57 +1,183 @@
 //! The running stack: `deploy` (here), `down`, `status`, `verify`.
 //!
-//! deploy checks that every image is here, creates the networks and volumes that are missing,
-//! then starts each service in dependency order (`run_args.rs` plans its `podman run`) and
-//! waits until its health check passes (`health.rs`) before starting the services that depend
-//! on it. If a service does not become healthy, its last log lines are printed and the
-//! containers this deploy started are removed (volumes are kept): no half-started stack is
-//! left behind. Services the mode cannot run (`stack/placement.rs`) are named and left out.
+//! deploy converges: it computes what every container should be (`spec.rs`), reads what runs
+//! (`actual.rs`), and compares them (`diff.rs`): unchanged containers are kept (same ID, not
+//! restarted), changed ones replaced, missing ones created, the project's containers the
+//! manifest no longer has removed. Before it creates or stops anything it checks that the plan
+//! can be carried out (`preflight.rs`: images, ports), and reports every problem at once. The
+//! rollout (`rollout.rs`) starts services whose dependencies are healthy together, each behind
+//! its health gate (`health.rs`), and puts the previous container back when a new one does not
+//! get healthy. Afterwards the health supervisor (`supervisor.rs`) keeps checking. Secrets are
+//! generated once and handed over as podman secrets (`secrets.rs`). Services the mode cannot
+//! run (`stack/placement.rs`) are named and left out.
 
+pub mod actual;
+pub mod diff;
 pub mod down;
 pub mod health;
-pub mod run_args;
+pub mod preflight;
+pub mod rollout;
+pub mod secrets;
+pub mod spec;
 pub mod status;
+pub mod supervisor;
 pub mod verify;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::podman::errors::explain_failure;
+use crate::oci::ImageRef;
+use crate::podman::images::presence;
 use crate::podman::Podman;
-use crate::process::{last_line, Runner};
+use crate::process::Runner;
 use crate::stack::placement::plan;
 use crate::stack::{Mode, Stack};
 use crate::util::workspace::Workspace;
+use diff::Action;
 
-/// Starts the stack of `mode` from images that are here.
+pub struct Options {
+    /// Seconds each service may take to become healthy.
+    pub timeout: Duration,
+    /// Replace every container, changed or not.
+    pub force_recreate: bool,
+}
+
+/// Converges the stack of `mode` onto the images that are here.
 pub fn deploy(
     ws: &Workspace,
     runner: &Runner,
     podman: &Podman,
     stack: &Stack,
     mode: Mode,
-    timeout: Duration,
+    opts: &Options,
 ) -> Result<()> {
+    let started = Instant::now();
     let plan = plan(stack, mode);
-    // Every image is here before anything is created.
+    // The image IDs decide the fingerprints: one `podman image inspect` for all.
+    let images = plan.images();
+    let refs: Vec<ImageRef> = images.iter().filter_map(|i| ImageRef::parse(i).ok()).collect();
+    let found = presence(runner, podman, &refs)?;
     let mut missing = Vec::new();
-    for (name, image) in &plan.run {
-        if !runner.succeeds(&podman.cmd().args(["image", "exists", image]))? {
-            missing.push(format!("{name} ({image})"));
+    let mut ids = std::collections::BTreeMap::new();
+    for (image, local) in images.iter().zip(&found) {
+        match local {
+            Some(l) => {
+                ids.insert(image.clone(), l.id.clone());
+            }
+            None => {
+                let services: Vec<&str> = plan.run.iter().filter(|(_, i)| i == image).map(|(n, _)| *n).collect();
+                missing.push(format!(
+                    "{}: image {image} is not here (make it: `{}`)",
+                    services.join(", "),
+                    mode.makes_images()
+                ));
+            }
         }
     }
-    if !missing.is_empty() && !runner.dry_run {
-        bail!(
-            "images missing, nothing was started: {}\n  hint: run `{}` first, or deploy without --no-build",
-            missing.join(", "),
-            mode.makes_images()
-        );
+    let secrets = secrets::load(ws, stack, !runner.dry_run)?;
+    let specs: Vec<spec::Spec> = plan
+        .run
+        .iter()
+        .map(|(name, image)| {
+            let id = ids.get(image).map(String::as_str).unwrap_or("missing");
+            spec::spec(stack, &ws.root, name, &spec::Inputs { image, image_id: id, secret_digests: &secrets.digests })
+        })
+        .collect();
+    recover_interrupted(runner, podman, stack)?;
+    let actual = actual::containers(runner, podman, stack)?;
+    let changes = diff::diff(&specs, &actual, &plan.skipped, opts.force_recreate);
+    eprintln!("deploy plan for {} ({mode} mode):\n{}", stack.project.name, diff::describe(&changes));
+    preflight::check(&preflight::problems(stack, &changes, &actual, &missing))?;
+    for (name, why) in &plan.skipped {
+        eprintln!("{name}: not started: {why}");
     }
+    if diff::is_noop(&changes) {
+        supervisor::ensure(ws, runner, stack)?;
+        eprintln!(
+            "stack {} is up to date: nothing to change ({:.2} s)",
+            stack.project.name,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    create_missing(runner, podman, stack, &plan.run.iter().map(|(n, _)| *n).collect::<Vec<_>>())?;
+    let starting: Vec<&str> = changes.iter().filter(|c| c.action.starts()).map(|c| c.service.as_str()).collect();
+    let mut secret_names: Vec<String> = Vec::new();
+    for s in &starting {
+        for entry in &stack.services[*s].secrets {
+            let name = spec::secret_target(entry.get_ref()).0.to_string();
+            if !secret_names.contains(&name) {
+                secret_names.push(name);
+            }
+        }
+    }
+    secrets.ensure_in_podman(ws, runner, podman, stack, &secret_names)?;
+    rollout::Rollout { runner, podman, stack, timeout: opts.timeout }.run(&specs, &changes)?;
+    for c in changes.iter().filter(|c| c.action == Action::Remove) {
+        runner.run_checked(&podman.cmd().args(["rm", "-f", "-t", "5", "--ignore", &c.container]))?;
+        eprintln!("{}: removed ({})", c.service, c.why);
+    }
+    supervisor::ensure(ws, runner, stack)?;
+    if !runner.dry_run {
+        eprintln!("stack {} is up ({:.1} s)", stack.project.name, started.elapsed().as_secs_f64());
+        if let Some(p) = stack.services.get("web").and_then(|w| w.published().into_iter().next()) {
+            eprintln!("dashboard: http://{}:{}/   check it end to end: cargo xtask verify", p.host_ip, p.host);
+        }
+    }
+    Ok(())
+}
+
+/// `podman logs` of a service's container: what `cargo xtask logs` runs and `verify` checks.
+pub fn logs_command(
+    podman: &Podman,
+    stack: &Stack,
+    service: &str,
+    tail: Option<usize>,
+    follow: bool,
+) -> crate::process::Cmd {
+    let mut cmd = podman.cmd().arg("logs");
+    if follow {
+        cmd = cmd.arg("--follow");
+    }
+    if let Some(n) = tail {
+        cmd = cmd.arg("--tail").arg(n.to_string());
+    }
+    cmd.arg(stack.container_name(service))
+}
+
+/// A deploy interrupted between stopping a container and removing its `-previous`: the
+/// service's own container wins when it runs; otherwise the previous one is put back under
+/// the service's name, so the diff sees what last ran.
+fn recover_interrupted(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<()> {
+    let all = actual::containers(runner, podman, stack)?;
+    for prev in all.iter().filter(|c| c.name.ends_with("-previous")) {
+        let own = prev.name.trim_end_matches("-previous");
+        match all.iter().find(|c| c.name == own) {
+            Some(c) if c.running() => {
+                runner.run_checked(&podman.cmd().args(["rm", "-f", "--ignore", &prev.name]))?;
+                eprintln!("{}: removed {}, left by an interrupted deploy", prev.service, prev.name);
+            }
+            found => {
+                if found.is_some() {
+                    runner.run_checked(&podman.cmd().args(["rm", "-f", "--ignore", own]))?;
+                }
+                runner.run_checked(&podman.cmd().args(["rename", &prev.name, own]))?;
+                eprintln!("{}: put {} back, left by an interrupted deploy", prev.service, prev.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The networks, and the volumes of the services that run, that podman does not have yet:
+/// one listing each, then a create for each missing one.
+fn create_missing(runner: &Runner, podman: &Podman, stack: &Stack, services: &[&str]) -> Result<()> {
     let label = stack.project_label();
+    let networks = runner.query(&podman.cmd().args(["network", "ls", "--format", "{{.Name}}"]))?;
     for (net, cfg) in &stack.networks {
         let name = stack.network_name(net);
-        if runner.succeeds(&podman.cmd().args(["network", "exists", &name]))? {
+        if networks.lines().any(|l| l.trim() == name) {
             continue;
         }
         let mut cmd = podman.cmd().args(["network", "create", "--label", &label]);
@@ -62,69 +188,14 @@ pub fn deploy(
     }
     // Only the volumes of services this mode runs (no grafana-data without Grafana).
     let used = |vol: &str| {
-        plan.run
-            .iter()
-            .any(|(n, _)| stack.services[*n].volumes.iter().any(|v| v.get_ref().split(':').next() == Some(vol)))
+        services.iter().any(|n| stack.services[*n].volumes.iter().any(|v| v.get_ref().split(':').next() == Some(vol)))
     };
+    let volumes = runner.query(&podman.cmd().args(["volume", "ls", "--format", "{{.Name}}"]))?;
     for vol in stack.volumes.keys().filter(|v| used(v)) {
         let name = stack.volume_name(vol);
-        if runner.succeeds(&podman.cmd().args(["volume", "exists", &name]))? {
-            continue;
-        }
-        runner.run_checked(&podman.cmd().args(["volume", "create", "--label", &label, &name]))?;
-    }
-    for (name, why) in &plan.skipped {
-        eprintln!("{name}: not started: {why}");
-    }
-    let mut started: Vec<&str> = Vec::new();
-    for (name, image) in &plan.run {
-        let container = stack.container_name(name);
-        let remove = podman.cmd().args(["rm", "-f", "-t", "5", "--ignore", &container]);
-        runner.run_captured(&remove)?;
-        let run = run_args::run_command(podman, stack, &ws.root, name, image);
-        let mut out = runner.run_captured(&run)?;
-        // podman 4.3 can release a removed container's name in its storage a moment after
-        // `rm` returns (seen when the old container was started with --rm); one more try.
-        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is already in use") {
-            runner.run_captured(&remove)?;
-            std::thread::sleep(Duration::from_secs(2));
-            out = runner.run_captured(&run)?;
-        }
-        if !out.status.success() {
-            let err = last_line(&out.stderr);
-            let hint = explain_failure(&err).map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-            remove_started(runner, podman, stack, &started);
-            bail!("{name}: podman run failed: {err}{hint}\n  the containers this deploy started were removed");
-        }
-        started.push(name);
-        if runner.dry_run {
-            continue;
-        }
-        if let Err(e) = health::wait_healthy(runner, podman, stack, name, timeout) {
-            let logs = runner.capture(&podman.cmd().args(["logs", "--tail", "20", &container]))?;
-            eprintln!(
-                "{name}: last log lines:\n{}{}",
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr)
-            );
-            remove_started(runner, podman, stack, &started);
-            return Err(e.context(
-                "the containers this deploy started were removed (volumes kept); fix the cause and deploy again",
-            ));
-        }
-    }
-    if !runner.dry_run {
-        eprintln!("stack {} is up: {}", stack.project.name, started.join(", "));
-        if let Some(p) = stack.services.get("web").and_then(|w| w.published().into_iter().next()) {
-            eprintln!("dashboard: http://{}:{}/   check it end to end: cargo xtask verify", p.host_ip, p.host);
+        if !volumes.lines().any(|l| l.trim() == name) {
+            runner.run_checked(&podman.cmd().args(["volume", "create", "--label", &label, &name]))?;
         }
     }
     Ok(())
-}
-
-fn remove_started(runner: &Runner, podman: &Podman, stack: &Stack, started: &[&str]) {
-    for name in started.iter().rev() {
-        let _ =
-            runner.run_captured(&podman.cmd().args(["rm", "-f", "-t", "3", "--ignore", &stack.container_name(name)]));
-    }
 }

@@ -1,16 +1,25 @@
 //! `verify`: proof that the running stack works end to end, through the ports the stack file
 //! publishes on this host. Every health endpoint answers; an event posted through web's `/api`
 //! proxy is accepted, stored in ClickHouse by analytics-engine and counted by its statistics
-//! component; an invalid event is refused; Prometheus scrapes both services. Answers are read
-//! as JSON, not searched as text.
+//! component; an invalid event is refused; an event sent to backend's gRPC ingestion port is
+//! accepted and counted too; Prometheus scrapes both services. ClickHouse refuses its `default`
+//! user without the generated password and accepts it with it. Every named volume is mounted
+//! where the manifest says and is writable by the service's (non-root) user; every service's
+//! logs can be read (`cargo xtask logs`). Stored data survive `down` + `deploy`: verify keeps
+//! one marker event stored (`verify_kept`) and fails if a later run counts fewer of them than
+//! it left (`.v7/stacks/<project>/verify-kept`). Answers are read as JSON, not searched as text.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::secrets;
 use crate::net::http;
+use crate::podman::Podman;
+use crate::process::Runner;
 use crate::stack::Stack;
 use crate::util::json::{self, JsonValue, Read};
+use crate::util::workspace::Workspace;
 
 /// The host address of a service's container port, from the stack file.
 fn host_url(stack: &Stack, service: &str, container_port: u16) -> Result<String> {
@@ -28,7 +37,7 @@ fn parse_body(r: &http::Response, what: &str) -> Result<JsonValue> {
 }
 
 /// `deployed`: the services that have a container (Grafana is absent in registry-free mode).
-pub fn verify(stack: &Stack, deployed: &[String]) -> Result<()> {
+pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, deployed: &[String]) -> Result<()> {
     let t = Duration::from_secs(5);
     let mut checks: Vec<(&str, String)> = vec![
         ("web serves the dashboard", format!("{}/", host_url(stack, "web", 3000)?)),
@@ -64,7 +73,13 @@ pub fn verify(stack: &Stack, deployed: &[String]) -> Result<()> {
             failures.join("\n  ")
         );
     }
-    event_round_trip(&host_url(stack, "web", 3000)?, t)?;
+    let web = host_url(stack, "web", 3000)?;
+    event_round_trip(&web, t)?;
+    grpc_ingestion(runner, podman, stack, &web)?;
+    kept_across_deploys(ws, stack, &web)?;
+    clickhouse_password(ws, stack, t)?;
+    volumes_mounted_and_writable(runner, podman, stack, deployed)?;
+    logs_readable(runner, podman, stack, deployed)?;
     prometheus_scrapes(&host_url(stack, "prometheus", 9090)?, t)?;
     println!("verify: the stack works end to end");
     Ok(())
@@ -102,6 +117,171 @@ fn event_round_trip(web: &str, t: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Waits until `/api/stats` counts `want` events of `kind`.
+fn wait_count(web: &str, kind: &str, want: u64) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let now = count_of(web, kind)?;
+        if now >= want {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("GET /api/stats?kind={kind} counts {now} after 30 s (expected {want})");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `backend send-event` from the backend image, on the host's network, to the gRPC port the
+/// stack file publishes: a real gRPC client (tonic) against the real port.
+fn grpc_ingestion(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) -> Result<()> {
+    let svc = &stack.services["backend"];
+    let port = svc.published().into_iter().find(|p| p.container == 50053).context("backend publishes no 50053")?;
+    let container = stack.container_name("backend");
+    let image = runner.query(&podman.cmd().args(["inspect", "--format", "{{.ImageName}}", &container]))?;
+    let kind = format!("verify_grpc_{}", std::process::id());
+    let before = count_of(web, &kind)?;
+    let addr = format!("http://{}:{}", port.host_ip, port.host);
+    let send = podman.cmd().args(["run", "--rm", "--network", "host", "--entrypoint", "/usr/local/bin/backend"]);
+    let out = runner.capture(&send.args([image.trim(), "send-event", "--addr", &addr, "--kind", &kind]))?;
+    if !out.status.success() {
+        bail!(
+            "backend's gRPC ingestion port {addr} did not accept an event: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    println!(
+        "ok    an event sent to backend's gRPC port {addr} was accepted ({})",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    wait_count(web, &kind, before + 1)?;
+    println!("ok    the gRPC event was stored and counted");
+    Ok(())
+}
+
+/// One `verify_kept` event is always stored; the count this run sees is remembered, and a later
+/// run (after `down` + `deploy`, say) that counts fewer fails: stored data were lost.
+fn kept_across_deploys(ws: &Workspace, stack: &Stack, web: &str) -> Result<()> {
+    let kind = "verify_kept";
+    let file = ws.stack_state(&stack.project.name).join("verify-kept");
+    let left: u64 = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let now = count_of(web, kind)?;
+    if now < left {
+        bail!(
+            "stored events were lost: {kind} counts {now}, an earlier verify left {left} (volumes removed? `down --volumes` \
+             deletes the data; then delete {} too)",
+            file.display()
+        );
+    }
+    if left > 0 {
+        println!("ok    the {left} marker event(s) stored by earlier runs are still counted ({now})");
+    }
+    if now == 0 {
+        let mut body = String::new();
+        json::object(&mut body).string("kind", kind).number("value", 1.0).string("source", "xtask-verify");
+        let r = http::request(
+            "POST",
+            &format!("{web}/api/events"),
+            Some(("application/json", body.as_bytes())),
+            Duration::from_secs(5),
+        )?;
+        if r.status != 202 {
+            bail!("POST {web}/api/events ({kind}) answered {}", r.status);
+        }
+        wait_count(web, kind, 1)?;
+    }
+    let counted = count_of(web, kind)?;
+    std::fs::create_dir_all(file.parent().expect("in a directory"))?;
+    std::fs::write(&file, format!("{counted}\n"))?;
+    Ok(())
+}
+
+/// ClickHouse refuses `default` without the generated password, accepts it with it.
+fn clickhouse_password(ws: &Workspace, stack: &Stack, t: Duration) -> Result<()> {
+    let Some(svc) = stack.services.get("clickhouse") else { return Ok(()) };
+    if !svc.secrets.iter().any(|s| s.get_ref().starts_with("clickhouse-users")) {
+        return Ok(());
+    }
+    let base = host_url(stack, "clickhouse", 8123)?;
+    let password = secrets::value(ws, stack, "clickhouse-password")?;
+    let without = http::get(&format!("{base}/?query=SELECT%201"), t)?;
+    if without.status == 200 {
+        bail!("ClickHouse answers its default user without a password (the generated one is not in use)");
+    }
+    // The password goes in the query string, to loopback only, and is never printed.
+    let with = http::get(&format!("{base}/?user=default&password={password}&query=SELECT%201"), t)?;
+    if with.status != 200 || with.text().trim() != "1" {
+        bail!("ClickHouse refuses the generated password: {} {}", with.status, with.text().trim());
+    }
+    println!(
+        "ok    ClickHouse refuses its default user without the generated password ({}) and accepts it",
+        without.status
+    );
+    Ok(())
+}
+
+/// Every named volume of the manifest is mounted at its path in the running container, and the
+/// container's user (not root) can write there.
+fn volumes_mounted_and_writable(runner: &Runner, podman: &Podman, stack: &Stack, deployed: &[String]) -> Result<()> {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for name in deployed {
+        let container = stack.container_name(name);
+        let named: Vec<(String, String)> = stack.services[name]
+            .volumes
+            .iter()
+            .filter(|v| !v.get_ref().starts_with("./"))
+            .filter_map(|v| {
+                let mut p = v.get_ref().splitn(3, ':');
+                Some((stack.volume_name(p.next()?), p.next()?.to_string()))
+            })
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        let format = "{{range .Mounts}}{{.Name}}={{.Destination}} {{end}}";
+        let mounts = runner.query(&podman.cmd().args(["inspect", "--format", format, &container]))?;
+        let uid = runner.query(&podman.cmd().args(["exec", &container, "id", "-u"])).unwrap_or_default();
+        for (volume, path) in named {
+            if !mounts.split_whitespace().any(|m| m == format!("{volume}={path}")) {
+                failures.push(format!("{name}: volume {volume} is not mounted at {path} (mounts: {})", mounts.trim()));
+                continue;
+            }
+            let probe = format!("{path}/.v7-verify-write");
+            let write = podman.cmd().args(["exec", &container, "sh", "-c", "touch \"$1\" && rm \"$1\"", "sh", &probe]);
+            let out = runner.capture(&write)?;
+            if !out.status.success() {
+                failures.push(format!(
+                    "{name}: user {} cannot write to {path} (volume {volume}): {}",
+                    uid.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            } else if uid.trim() == "0" {
+                failures.push(format!("{name}: runs as root"));
+            } else {
+                checked += 1;
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!("volumes:\n  {}", failures.join("\n  "));
+    }
+    println!("ok    {checked} named volumes are mounted where the manifest says and writable by their non-root user");
+    Ok(())
+}
+
+/// What `cargo xtask logs SERVICE` shows can be read for every service.
+fn logs_readable(runner: &Runner, podman: &Podman, stack: &Stack, deployed: &[String]) -> Result<()> {
+    for name in deployed {
+        let out = runner.capture(&super::logs_command(podman, stack, name, Some(5), false))?;
+        if !out.status.success() {
+            bail!("`cargo xtask logs {name}` fails: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    println!("ok    the logs of {} services can be read (`cargo xtask logs SERVICE`)", deployed.len());
+    Ok(())
 }
 
 /// The count of `kind` in a `/api/stats` answer (0 when the kind is absent).

@@ -1,9 +1,15 @@
 //! The stack as a compose file (Compose Specification: `docker compose`, `podman-compose`).
+//!
+//! Secrets are file secrets (`secrets: - source: NAME / target: PATH` on the service, and a
+//! top-level `secrets:` naming `./.v7/stacks/<project>/secret-files/NAME`): the files `cargo
+//! xtask deploy` writes, never the values (see `mod.rs`). `restart: always` is deploy's
+//! `--restart always`; its `--health-on-failure restart` has no compose equivalent, which the
+//! header says.
 
 use std::path::Path;
 
 use super::yaml::{document, num, s, strs, Entry, Map, Node};
-use super::{header, labels, mounts, used, Mount};
+use super::{header, labels, mounts, secret_file, secret_mounts, used, Mount};
 use crate::stack::placement::plan;
 use crate::stack::{Mode, Port, Stack};
 
@@ -14,6 +20,11 @@ pub fn compose(stack: &Stack, root: &Path, mode: Mode) -> String {
     head.push(
         "depends_on conditions (service_healthy) are honoured by `docker compose`; podman-compose 1.0.3 ignores them \
          and only orders the starts: `cargo xtask deploy` waits for each health check."
+            .to_string(),
+    );
+    head.push(
+        "restart: always brings back a container that exits; `cargo xtask deploy` also restarts one whose health check \
+         fails (podman --health-on-failure restart), which compose has no setting for."
             .to_string(),
     );
     let mut services = Map::new();
@@ -42,13 +53,31 @@ pub fn compose(stack: &Stack, root: &Path, mode: Mode) -> String {
     }) {
         volumes.put(vol, Map::new().kv("name", s(stack.volume_name(vol))).kv("labels", labels(stack, None)).node());
     }
-    let body = Map::new()
+    let mut body = Map::new()
         .kv("name", s(&stack.project.name))
         .kv("services", services.node())
         .kv("networks", networks.node())
-        .kv("volumes", volumes.node())
-        .node();
-    document(&head, body)
+        .kv("volumes", volumes.node());
+    let secrets = used(stack.secrets.keys(), |x| {
+        plan.run.iter().any(|(n, _)| secret_mounts(stack, n).iter().any(|(name, _)| name == x))
+    });
+    if !secrets.is_empty() {
+        let dir = format!("./.v7/stacks/{}/secret-files/", stack.project.name);
+        body.comment(&format!(
+            "The secrets' files under {dir} are written by `cargo xtask deploy`: deploy once before `up`."
+        ));
+        body.comment(&format!(
+            "Their paths are relative to the compose project directory: save and run this file in the checkout root \
+             ({}), or pass `--project-directory {}`.",
+            root.display(),
+            root.display()
+        ));
+        let decl = secrets
+            .into_iter()
+            .map(|x| Entry::Kv(x.clone(), Map::new().kv("file", s(format!("./{}", secret_file(stack, x)))).node()));
+        body.put("secrets", Node::Map(decl.collect()));
+    }
+    document(&head, body.node())
 }
 
 fn compose_service(stack: &Stack, root: &Path, name: &str, image: &str) -> Node {
@@ -83,6 +112,11 @@ fn compose_service(stack: &Stack, root: &Path, name: &str, image: &str) -> Node 
         });
         m.put("volumes", Node::Seq(items.collect()));
     }
+    let secrets = secret_mounts(stack, name);
+    if !secrets.is_empty() {
+        let items = secrets.into_iter().map(|(x, target)| Map::new().kv("source", s(x)).kv("target", s(target)).node());
+        m.put("secrets", Node::Seq(items.collect()));
+    }
     if !svc.depends_on.is_empty() {
         let deps = svc.depends_on.iter().map(|d| {
             let healthy = stack.services[d.get_ref()].healthcheck.is_some();
@@ -115,6 +149,7 @@ fn compose_service(stack: &Stack, root: &Path, name: &str, image: &str) -> Node 
     if !limits.0.is_empty() {
         m.put("deploy", Map::new().kv("resources", Map::new().kv("limits", limits.node()).node()).node());
     }
+    m.put("restart", s("always"));
     m.put("init", num(true));
     m.put("stop_grace_period", s("10s"));
     m.put("labels", labels(stack, Some(name)));
@@ -169,6 +204,7 @@ mod tests {
         limits:
           cpus: "1"
           memory: 256m
+    restart: always
     init: true
     stop_grace_period: 10s
     labels:
@@ -190,7 +226,36 @@ mod tests {
         assert!(!nats.contains("depends_on"), "{nats}");
         assert!(out.contains("\nnetworks:\n  backend:\n    name: v7-backend\n"), "{out}");
         assert!(out.contains("\nvolumes:\n  clickhouse-data:\n    name: v7-clickhouse-data\n"), "{out}");
+        // The secrets: mounted where deploy mounts them, declared once as deploy's files.
+        assert!(
+            block(&out, "  clickhouse:").contains(
+                "\n    secrets:\n      - source: clickhouse-users\n        target: /etc/clickhouse-server/users.d/v7-password.xml\n    healthcheck:\n"
+            ),
+            "clickhouse's secrets line:\n{out}"
+        );
+        let engine = block(&out, "  analytics-engine:");
+        assert!(engine.contains("      V7_CLICKHOUSE_PASSWORD_FILE: /run/secrets/clickhouse-password\n"), "{engine}");
+        assert!(
+            engine.contains("\n    secrets:\n      - source: clickhouse-password\n        target: /run/secrets/clickhouse-password\n"),
+            "analytics-engine's secrets line:\n{engine}"
+        );
+        assert!(!backend.contains("secrets:"), "{backend}");
+        let secrets = block(&out, "secrets:");
+        assert_eq!(
+            secrets,
+            "secrets:\n  clickhouse-password:\n    file: \"./.v7/stacks/v7/secret-files/clickhouse-password\"\n  clickhouse-users:\n    file: \"./.v7/stacks/v7/secret-files/clickhouse-users\"\n  grafana-admin-password:\n    file: \"./.v7/stacks/v7/secret-files/grafana-admin-password\"",
+            "the top-level secrets section"
+        );
+        assert!(out.ends_with(&format!("{secrets}\n")), "the secrets section comes last:\n{out}");
+        assert!(
+            out.contains(
+                "\n# The secrets' files under ./.v7/stacks/v7/secret-files/ are written by `cargo xtask deploy`"
+            ) && out.contains(
+                "save and run this file in the checkout root (/repo), or pass `--project-directory /repo`.\nsecrets:\n"
+            ),
+            "the comment above the secrets section:\n{out}"
+        );
         // Grafana in registry mode, with its environment values kept strings.
-        assert!(out.contains("      GF_AUTH_ANONYMOUS_ENABLED: \"true\"\n"), "{out}");
+        assert!(out.contains("      GF_AUTH_ANONYMOUS_ENABLED: \"false\"\n"), "{out}");
     }
 }

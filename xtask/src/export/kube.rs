@@ -1,15 +1,23 @@
-//! The stack as Kubernetes manifests: PersistentVolumeClaims, then per service (in start
-//! order) a ClusterIP Service and a Pod, separated by `---`.
+//! The stack as Kubernetes manifests: Secrets, PersistentVolumeClaims, then per service (in
+//! start order) a ClusterIP Service and a Pod, separated by `---`.
+//!
+//! Secrets: one Opaque `Secret` per secret the exported services use, named as deploy names the
+//! podman secret (`<project>-<name>`, kept a DNS name), with one key, `value`, holding the
+//! placeholder `REPLACE_ME`: the value is never exported (see `mod.rs`). A comment above each
+//! gives the `kubectl` command that makes the real one from the file `cargo xtask deploy`
+//! writes. A Pod mounts the key with `subPath: value` at the full path deploy uses, so every
+//! target, `/run/secrets/NAME` or a file in an image's directory (ClickHouse's `users.d/`), is
+//! one file and the directory keeps its other files.
 
 use std::path::Path;
 
 use super::yaml::{document, num, s, strs, Map, Node};
-use super::{header, labels, mounts, used, Mount};
+use super::{header, labels, mounts, secret_file, secret_mounts, used, Mount};
 use crate::stack::placement::plan;
 use crate::stack::{parse_duration, Mode, Port, Stack};
 
-/// The stack as Kubernetes manifests: PersistentVolumeClaims, then per service (in start
-/// order) a ClusterIP Service and a Pod, separated by `---`.
+/// The stack as Kubernetes manifests: Secrets, PersistentVolumeClaims, then per service (in
+/// start order) a ClusterIP Service and a Pod, separated by `---`.
 pub fn kube(stack: &Stack, root: &Path, mode: Mode) -> String {
     let plan = plan(stack, mode);
     let mut head = header("kube", root, mode, &plan.skipped);
@@ -19,12 +27,21 @@ pub fn kube(stack: &Stack, root: &Path, mode: Mode) -> String {
         "which give each service its name (nats, backend, ...) in a real cluster. Kubernetes has no depends_on:"
             .to_string(),
         "services wait for their dependencies themselves, and the readiness probes gate the Services.".to_string(),
+        "The Secrets hold the placeholder REPLACE_ME, never a value: replace it before applying, or run the kubectl command"
+            .to_string(),
+        "above each Secret after each apply of this file (which puts the placeholder back) and recreate the Pods that mount"
+            .to_string(),
+        "it (a subPath mount does not follow a change).".to_string(),
         format!(
             "The networks ({}) are not separated: a Kubernetes pod network is flat.",
             stack.networks.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     ]);
     let mut docs: Vec<Node> = Vec::new();
+    let uses_secret = |x: &str| plan.run.iter().any(|(n, _)| secret_mounts(stack, n).iter().any(|(s, _)| s == x));
+    for secret in used(stack.secrets.keys(), uses_secret) {
+        docs.push(secret_object(stack, secret));
+    }
     let uses_volume = |v: &str| {
         plan.run.iter().any(|(n, _)| {
             mounts(stack, root, n).iter().any(|m| matches!(m, Mount::Named { volume, .. } if volume == v))
@@ -82,6 +99,38 @@ fn object(kind: &str, name: &str, labels: Node, spec: Node) -> Node {
         .node()
 }
 
+/// The Kubernetes Secret of a stack secret: deploy's podman secret name, made a DNS name.
+fn secret_object_name(stack: &Stack, secret: &str) -> String {
+    let name: String = stack.secret_name(secret).to_ascii_lowercase().chars().map(dns_char).collect();
+    let mut name = name.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
+/// The key every exported Secret keeps its value under.
+const SECRET_KEY: &str = "value";
+
+/// A placeholder Secret and, as comments, how to make the real one.
+fn secret_object(stack: &Stack, secret: &str) -> Node {
+    let name = secret_object_name(stack, secret);
+    let mut m = Map::new();
+    m.comment(&format!(
+        "Placeholder, not the value: the value is the file `cargo xtask deploy` writes (from the passwords it keeps in \
+         .v7/stacks/{}/secrets); from the checkout root:",
+        stack.project.name
+    ));
+    m.comment(&format!(
+        "  kubectl create secret generic {name} --from-file={SECRET_KEY}={} --dry-run=client -o yaml | kubectl apply -f -",
+        secret_file(stack, secret)
+    ));
+    m.put("apiVersion", s("v1"));
+    m.put("kind", s("Secret"));
+    m.put("metadata", Map::new().kv("name", s(name)).kv("labels", labels(stack, None)).node());
+    m.put("type", s("Opaque"));
+    m.put("stringData", Map::new().kv(SECRET_KEY, s("REPLACE_ME")).node());
+    m.node()
+}
+
 /// `0.5` -> `500m`, `1.0` -> `1`.
 fn kube_cpu(cpus: f64) -> String {
     let milli = (cpus * 1000.0).round() as u64;
@@ -108,13 +157,28 @@ fn seconds(duration: &str, min: u64) -> u64 {
     (parse_duration(duration).expect("validated").ceil() as u64).max(min)
 }
 
+fn dns_char(c: char) -> char {
+    if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' {
+        c
+    } else {
+        '-'
+    }
+}
+
 /// A DNS-1123 label for a bind mount's volume: `host-` and the file name (`host-nats-conf`).
 fn host_volume_name(source: &str, taken: &[String]) -> String {
-    let file = Path::new(source).file_name().map(|f| f.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    let mut base: String = file.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let file = Path::new(source).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    volume_label("host", &file, taken)
+}
+
+/// A DNS-1123 label, unique among `taken`: `prefix-` and `text` made lowercase letters,
+/// digits and single `-`s.
+fn volume_label(prefix: &str, text: &str, taken: &[String]) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut base: String = lower.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     base = base.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
     base.truncate(50);
-    let base = format!("host-{}", base.trim_end_matches('-')).trim_end_matches('-').to_string();
+    let base = format!("{prefix}-{}", base.trim_end_matches('-')).trim_end_matches('-').to_string();
     let mut name = base.clone();
     let mut n = 2;
     while taken.contains(&name) {
@@ -196,6 +260,20 @@ fn pod_spec(stack: &Stack, root: &Path, name: &str, image: &str) -> Node {
         volumes.push(source.node());
         taken.push(vol_name);
     }
+    for (secret, target) in secret_mounts(stack, name) {
+        let vol_name = volume_label("secret", &secret, &taken);
+        mounts_out.push(
+            Map::new()
+                .kv("name", s(&vol_name))
+                .kv("mountPath", s(target))
+                .kv("subPath", s(SECRET_KEY))
+                .kv("readOnly", num(true))
+                .node(),
+        );
+        let source = Map::new().kv("secretName", s(secret_object_name(stack, &secret)));
+        volumes.push(Map::new().kv("name", s(&vol_name)).kv("secret", source.node()).node());
+        taken.push(vol_name);
+    }
     if !mounts_out.is_empty() {
         c.put("volumeMounts", Node::Seq(mounts_out));
     }
@@ -229,6 +307,10 @@ mod tests {
         assert_eq!(seconds("2m", 1), 120);
         assert_eq!(host_volume_name("/r/docker/nats/nats.conf", &[]), "host-nats-conf");
         assert_eq!(host_volume_name("/r/x/nats.conf", &["host-nats-conf".to_string()]), "host-nats-conf-2");
+        assert_eq!(volume_label("secret", "Grafana_Admin--pw", &[]), "secret-grafana-admin-pw");
+        let stack = repo_stack();
+        assert_eq!(secret_object_name(&stack, "clickhouse-users"), "v7-clickhouse-users");
+        assert_eq!(secret_object_name(&stack, "Admin_PW"), "v7-admin-pw");
     }
 
     #[test]
@@ -236,8 +318,44 @@ mod tests {
         let stack = repo_stack();
         let out = kube(&stack, Path::new("/repo"), Mode::Registry);
         let docs: Vec<&str> = out.split("---\n").collect();
-        assert_eq!(docs.len(), 5 + 2 * 7, "5 claims, a Service and a Pod per service:\n{out}");
+        assert_eq!(docs.len(), 3 + 5 + 2 * 7, "3 secrets, 5 claims, a Service and a Pod per service:\n{out}");
         assert!(docs[0].starts_with("# Generated by `cargo xtask export kube`"));
+        assert!(out.contains("\n# The Secrets hold the placeholder REPLACE_ME, never a value:"), "header:\n{out}");
+        let secret = docs
+            .iter()
+            .find(|d| d.contains("kind: Secret\nmetadata:\n  name: v7-clickhouse-users\n"))
+            .expect("the clickhouse-users Secret");
+        assert!(
+            secret.ends_with(
+                "# Placeholder, not the value: the value is the file `cargo xtask deploy` writes (from the passwords it keeps in .v7/stacks/v7/secrets); from the checkout root:\n\
+                 # kubectl create secret generic v7-clickhouse-users --from-file=value=.v7/stacks/v7/secret-files/clickhouse-users --dry-run=client -o yaml | kubectl apply -f -\n\
+                 apiVersion: v1\nkind: Secret\nmetadata:\n  name: v7-clickhouse-users\n  labels:\n    v7.project: v7\n\
+                 type: Opaque\nstringData:\n  value: REPLACE_ME\n"
+            ),
+            "the clickhouse-users Secret, its comment lines and its placeholder:\n{secret}"
+        );
+        for name in ["v7-clickhouse-password", "v7-grafana-admin-password"] {
+            assert!(out.contains(&format!("kind: Secret\nmetadata:\n  name: {name}\n")), "Secret {name}:\n{out}");
+        }
+        let clickhouse =
+            docs.iter().find(|d| d.contains("kind: Pod\nmetadata:\n  name: clickhouse\n")).expect("clickhouse pod");
+        for line in [
+            "        - name: secret-clickhouse-users\n          mountPath: /etc/clickhouse-server/users.d/v7-password.xml\n          subPath: value\n          readOnly: true\n",
+            "    - name: secret-clickhouse-users\n      secret:\n        secretName: v7-clickhouse-users\n",
+        ] {
+            assert!(clickhouse.contains(line), "clickhouse's secret volumeMount / volume {line:?} not in:\n{clickhouse}");
+        }
+        let engine = docs
+            .iter()
+            .find(|d| d.contains("kind: Pod\nmetadata:\n  name: analytics-engine\n"))
+            .expect("analytics-engine pod");
+        for line in [
+            "        - name: V7_CLICKHOUSE_PASSWORD_FILE\n          value: /run/secrets/clickhouse-password\n",
+            "      volumeMounts:\n        - name: secret-clickhouse-password\n          mountPath: /run/secrets/clickhouse-password\n          subPath: value\n          readOnly: true\n",
+            "  volumes:\n    - name: secret-clickhouse-password\n      secret:\n        secretName: v7-clickhouse-password\n",
+        ] {
+            assert!(engine.contains(line), "analytics-engine's env / volumeMount / volume {line:?} not in:\n{engine}");
+        }
         let pod = docs.iter().find(|d| d.contains("kind: Pod\nmetadata:\n  name: backend\n")).expect("backend pod");
         let want = r#"apiVersion: v1
 kind: Pod

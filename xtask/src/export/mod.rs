@@ -1,10 +1,10 @@
 //! `export compose|kube`: the stack of the stack file as a compose file (`compose.rs`) or as
 //! Kubernetes manifests (`kube.rs`), in YAML (`yaml.rs`), printed on stdout.
 //!
-//! Both follow what `deploy` does (`deploy/run_args.rs`): the same container, network and
-//! volume names (`stack/names.rs`), an init process, a 10 s stop timeout, the same labels, and
-//! in registry-free mode the same images and the same services left out, with the reason as a
-//! YAML comment (`stack/placement.rs`).
+//! Both follow what `deploy` does (`deploy/spec.rs`): the same container, network, volume and
+//! secret names (`stack/names.rs`), an init process, a 10 s stop timeout, restart always, the
+//! same labels, the same secrets at the same paths, and in registry-free mode the same images
+//! and the same services left out, with the reason as a YAML comment (`stack/placement.rs`).
 //!
 //! Decisions:
 //! - Bind mounts (`./docker/nats/nats.conf:...`) become absolute paths of this checkout: the
@@ -16,6 +16,20 @@
 //!   PersistentVolumeClaim per named volume (`podman kube play` makes a podman volume of the
 //!   same name, i.e. the volume deploy uses). Health checks become exec liveness and readiness
 //!   probes.
+//! - Secrets: an export never holds a secret's value (the text is printed, saved, pasted), only
+//!   where to get it, and only the secrets of the services it runs. compose: a file secret,
+//!   `./.v7/stacks/<project>/secret-files/NAME`, the file `deploy` writes (0600). Relative,
+//!   unlike the bind mounts, so the text names no absolute path of a secret; compose resolves
+//!   it against the project directory (the compose file's directory), so the file is saved in
+//!   the checkout root or run with `--project-directory <root>`, as its comment says. A
+//!   `V7_STATE_DIR` elsewhere is not followed (export sees the checkout, not the workspace).
+//!   kube: an Opaque `Secret` `<project>-<name>` (the name deploy gives the podman secret) whose
+//!   one key `value` is the placeholder `REPLACE_ME`, with the `kubectl` command that makes the
+//!   real one from that file; Pods mount the key with `subPath` at the exact path deploy
+//!   mounts it (`/run/secrets/NAME` or the service's path), so a file such as ClickHouse's
+//!   `users.d/v7-password.xml` lands beside the image's own files instead of hiding them.
+//! - The services' `_FILE` variables (`V7_CLICKHOUSE_PASSWORD_FILE=/run/secrets/...`) are kept
+//!   as they are: the secrets are mounted where they point.
 
 pub mod compose;
 pub mod kube;
@@ -77,7 +91,23 @@ fn labels(stack: &Stack, service: Option<&str>) -> Node {
     m.node()
 }
 
-/// The volumes and networks the exported services use, in declaration order.
+/// A service's secrets as (secret, path in the container): `NAME` is mounted at
+/// `/run/secrets/NAME`, `NAME:/path` at `/path`. What `deploy/spec.rs`'s `secret_target` reads,
+/// written again here: export and deploy are peers and do not use each other.
+fn secret_mounts(stack: &Stack, service: &str) -> Vec<(String, String)> {
+    let entries = stack.services[service].secrets.iter().map(|e| match e.get_ref().split_once(':') {
+        Some((name, path)) => (name.to_string(), path.to_string()),
+        None => (e.get_ref().clone(), format!("/run/secrets/{}", e.get_ref())),
+    });
+    entries.collect()
+}
+
+/// Where `deploy` writes a secret's value as a file, relative to the checkout root.
+fn secret_file(stack: &Stack, secret: &str) -> String {
+    format!(".v7/stacks/{}/secret-files/{secret}", stack.project.name)
+}
+
+/// The volumes, networks and secrets the exported services use, in declaration order.
 fn used<'a>(all: impl Iterator<Item = &'a String>, used: impl Fn(&str) -> bool) -> Vec<&'a String> {
     all.filter(|n| used(n)).collect()
 }
@@ -127,6 +157,33 @@ mod tests {
         assert!(online.contains("\n  grafana:\n    image: docker.io/grafana/grafana:11.1.0\n"), "{online}");
         assert!(block(&online, "  grafana:")
             .contains("    depends_on:\n      prometheus:\n        condition: service_healthy"));
+    }
+
+    #[test]
+    fn secret_entries_name_the_default_or_their_own_path() {
+        let stack = repo_stack();
+        assert_eq!(
+            secret_mounts(&stack, "clickhouse"),
+            [("clickhouse-users".to_string(), "/etc/clickhouse-server/users.d/v7-password.xml".to_string())]
+        );
+        assert_eq!(
+            secret_mounts(&stack, "analytics-engine"),
+            [("clickhouse-password".to_string(), "/run/secrets/clickhouse-password".to_string())]
+        );
+        assert!(secret_mounts(&stack, "backend").is_empty());
+        assert_eq!(secret_file(&stack, "clickhouse-users"), ".v7/stacks/v7/secret-files/clickhouse-users");
+    }
+
+    #[test]
+    fn registry_free_mode_declares_only_the_secrets_of_what_runs() {
+        let stack = repo_stack();
+        for (kind, out) in [
+            ("compose", compose(&stack, Path::new("/repo"), Mode::RegistryFree)),
+            ("kube", kube(&stack, Path::new("/repo"), Mode::RegistryFree)),
+        ] {
+            assert!(!out.contains("grafana-admin-password"), "{kind}:\n{out}");
+            assert!(out.contains("clickhouse-password") && out.contains("clickhouse-users"), "{kind}:\n{out}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use crate::net::proxy;
+use crate::oci::ImageRef;
 use crate::podman::images::{podman_reference, presence};
 use crate::podman::Podman;
 use crate::process::{mask_url_credentials, Runner};
@@ -46,6 +47,14 @@ pub fn ensure(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode) -> Res
             build_registry(ws, runner, stack, &BuildOptions::default(), false)
         }
     }
+}
+
+/// How many of the images the stack runs in `mode` are not here (what deploy's disk check
+/// makes room for).
+pub fn missing(runner: &Runner, podman: &Podman, stack: &Stack, mode: Mode) -> Result<usize> {
+    let refs: Vec<ImageRef> =
+        crate::stack::placement::plan(stack, mode).images().iter().filter_map(|i| ImageRef::parse(i).ok()).collect();
+    Ok(presence(runner, podman, &refs)?.iter().filter(|f| f.is_none()).count())
 }
 
 /// `cargo xtask build`: the service images of `mode`.

@@ -151,6 +151,24 @@ pub fn label(runner: &Runner, podman: &Podman, image: &str, key: &str) -> Option
         .map(|v| v.trim().to_string())
 }
 
+/// [`label`] for several images with one `podman image inspect` when all are here (a no-op
+/// build asks for every image's fingerprint label: one call instead of seven); one call per
+/// image otherwise, so the missing ones come back as `None`.
+pub fn labels(runner: &Runner, podman: &Podman, images: &[String], key: &str) -> Vec<Option<String>> {
+    if images.is_empty() {
+        return Vec::new();
+    }
+    let format = format!("{{{{index .Labels \"{key}\"}}}}");
+    let cmd = podman.cmd().args(["image", "inspect", "--format", &format]).args(images.iter().cloned());
+    if let Ok(out) = runner.query(&cmd) {
+        let values: Vec<Option<String>> = out.lines().map(|l| Some(l.trim().to_string())).collect();
+        if values.len() == images.len() {
+            return values;
+        }
+    }
+    images.iter().map(|i| label(runner, podman, i, key)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

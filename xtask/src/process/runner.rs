@@ -113,6 +113,38 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Starts a command that outlives the xtask (the health supervisor): in a process group
+    /// of its own (a Ctrl-C of the terminal does not reach it), stdin closed, stdout and stderr
+    /// appended to `log`, so it holds none of the caller's pipes. Returns its pid.
+    pub fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32> {
+        if self.dry_run {
+            println!("{cmd} >> {} &", log.display());
+            return Ok(0);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        // duct applies the inner redirection first: stderr joins stdout, then both go to the file.
+        let handle = Self::expression(cmd)
+            .stderr_to_stdout()
+            .stdout_file(file)
+            .before_spawn(|c| {
+                use std::os::unix::process::CommandExt;
+                c.process_group(0);
+                Ok(())
+            })
+            .start()
+            .with_context(|| Self::start_error(cmd))?;
+        let pid = handle.pids().first().copied().unwrap_or(0);
+        // Dropping the handle neither waits for nor kills the child.
+        drop(handle);
+        Ok(pid)
+    }
+}
+
 /// A command started by [`Runner::start`].
 pub struct Running {
     handle: duct::Handle,

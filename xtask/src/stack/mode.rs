@@ -5,6 +5,7 @@
 //! answers within a few seconds.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ModeSetting, Stack};
@@ -12,6 +13,8 @@ use crate::net::http::authority;
 use crate::net::reachable::first_reachable;
 use crate::oci::ImageRef;
 use crate::podman::registries_conf::RegistryMirror;
+use crate::util::time::{now_unix, utc_timestamp};
+use crate::util::workspace::Workspace;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -46,32 +49,73 @@ impl Mode {
     }
 }
 
-/// The flag, then `project.mode`; in `auto` mode the registries are probed (at most ~3 s) and
-/// the decision is printed with its reason.
-pub fn decide(stack: &Stack, registry_free_flag: bool) -> Mode {
+/// The flag, then `project.mode`; in `auto` mode the decision remembered for this project
+/// (`.v7/stacks/<project>/mode`), else the registries are probed (at most ~3 s), and the
+/// decision is remembered and printed with its reason. Remembered because every command would
+/// otherwise wait up to 3 s for black-holed registries (the networks we are for); deleting the
+/// file, or `cargo xtask doctor`, decides again.
+pub fn decide(ws: &Workspace, stack: &Stack, registry_free_flag: bool) -> Mode {
     if registry_free_flag {
         return Mode::RegistryFree;
     }
     match stack.project.mode {
         ModeSetting::RegistryFree => Mode::RegistryFree,
         ModeSetting::Registry => Mode::Registry,
-        ModeSetting::Auto => {
-            let hosts = registry_hosts(stack);
-            match first_reachable(&hosts, Duration::from_secs(3)) {
-                Some(h) => {
-                    eprintln!("mode: registry ({h} answers)");
-                    Mode::Registry
-                }
-                None => {
-                    eprintln!(
-                        "mode: registry-free: no registry answered within 3 s ({}); images are made here from Debian \
-                         packages (set project.mode in docker/stack.toml or pass --registry-free to choose)",
-                        hosts.join(", ")
-                    );
-                    Mode::RegistryFree
-                }
+        ModeSetting::Auto => match remembered(ws, stack) {
+            Some((mode, why)) => {
+                eprintln!("mode: {mode} ({why}; delete {} to decide again)", memory(ws, stack).display());
+                mode
             }
-        }
+            None => probe_and_remember(ws, stack),
+        },
+    }
+}
+
+fn memory(ws: &Workspace, stack: &Stack) -> PathBuf {
+    ws.stack_state(&stack.project.name).join("mode")
+}
+
+/// The remembered `auto` decision and its reason.
+pub fn remembered(ws: &Workspace, stack: &Stack) -> Option<(Mode, String)> {
+    let text = std::fs::read_to_string(memory(ws, stack)).ok()?;
+    let (mode, why) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    Some((Mode::parse(mode)?, why.to_string()))
+}
+
+/// Probes the registries now and remembers the answer (`doctor` calls this to decide again).
+pub fn probe_and_remember(ws: &Workspace, stack: &Stack) -> Mode {
+    let hosts = registry_hosts(stack);
+    let (mode, why) = match first_reachable(&hosts, Duration::from_secs(3)) {
+        Some(h) => (Mode::Registry, format!("{h} answered")),
+        None => (Mode::RegistryFree, format!("no registry answered within 3 s: {}", hosts.join(", "))),
+    };
+    let why = format!("decided {}: {why}", utc_timestamp(now_unix()));
+    let path = remember(ws, stack, mode, &why);
+    eprintln!(
+        "mode: {mode} ({why}); remembered in {} (set project.mode in docker/stack.toml or pass --registry-free to choose)",
+        path.display()
+    );
+    mode
+}
+
+/// Remembers `mode` for the project (also a mode chosen with `--registry-free`: `status` and
+/// the health supervisor then describe the stack that was deployed). Returns the file.
+pub fn remember(ws: &Workspace, stack: &Stack, mode: Mode, why: &str) -> PathBuf {
+    let path = memory(ws, stack);
+    let _ = std::fs::create_dir_all(path.parent().expect("in a directory"));
+    if remembered(ws, stack).map(|(m, _)| m) != Some(mode) {
+        let _ = std::fs::write(&path, format!("{mode} {why}\n"));
+    }
+    path
+}
+
+/// The mode of output that must not wait for the network (`status`): the flag, the setting,
+/// the remembered decision, else registry mode.
+pub fn without_waiting(ws: &Workspace, stack: &Stack) -> Mode {
+    match stack.project.mode {
+        ModeSetting::RegistryFree => Mode::RegistryFree,
+        ModeSetting::Registry => Mode::Registry,
+        ModeSetting::Auto => remembered(ws, stack).map_or(Mode::Registry, |(m, _)| m),
     }
 }
 
@@ -115,8 +159,15 @@ mod tests {
 
     #[test]
     fn the_flag_and_the_setting_decide_without_probing() {
-        let stack = Stack::load(&Workspace::for_tests("mode")).unwrap();
-        assert_eq!(decide(&stack, true), Mode::RegistryFree, "the flag wins without a probe");
+        let ws = Workspace::for_tests("mode");
+        let stack = Stack::load(&ws).unwrap();
+        assert_eq!(decide(&ws, &stack, true), Mode::RegistryFree, "the flag wins without a probe");
+        std::fs::create_dir_all(ws.stack_state("v7")).unwrap();
+        std::fs::write(ws.stack_state("v7").join("mode"), "registry-free decided then: nothing answered\n").unwrap();
+        assert_eq!(decide(&ws, &stack, false), Mode::RegistryFree, "remembered, not probed");
+        assert_eq!(without_waiting(&ws, &stack), Mode::RegistryFree);
+        assert_eq!(remembered(&ws, &stack).unwrap().1, "decided then: nothing answered");
+        std::fs::remove_dir_all(&ws.state).unwrap();
         assert_eq!(without_probing(&stack, false), Mode::Registry, "the repository's stack is `auto`");
         assert_eq!(registry_hosts(&stack), ["ghcr.io", "registry-1.docker.io"], "localhost images need no registry");
         let text = std::fs::read_to_string(Workspace::for_tests("mode").path("docker/stack.toml")).unwrap().replace(

@@ -12,6 +12,7 @@ pub struct Stack {
     pub package_mirrors: PackageMirrorPresets,
     pub networks: BTreeMap<String, Network>,
     pub volumes: BTreeMap<String, Volume>,
+    pub secrets: BTreeMap<String, Secret>,
     pub services: BTreeMap<String, Service>,
 }
 
@@ -91,6 +92,16 @@ pub struct Network {
 #[derive(Debug, Default)]
 pub struct Volume {}
 
+/// `[secrets.NAME]`: made on the first deploy and kept in `.v7/stacks/<project>/secrets`
+/// (mode 0600), given to containers as podman secrets (files, never `-e`: podman 4.3 shows a
+/// secret of `type=env` in `podman inspect`).
+#[derive(Debug, Default)]
+pub struct Secret {
+    /// A file made from this template (relative to the checkout): every `{{NAME}}` is replaced
+    /// by the generated secret NAME. Without a template the secret is a generated password.
+    pub template: Option<Spanned<String>>,
+}
+
 #[derive(Debug)]
 pub struct Service {
     /// Image reference of the production image.
@@ -105,6 +116,8 @@ pub struct Service {
     pub networks: Vec<Spanned<String>>,
     /// `volume_name:/path[:ro]` or `./relative/host/path:/path[:ro]`.
     pub volumes: Vec<Spanned<String>>,
+    /// `NAME` (mounted at `/run/secrets/NAME`) or `NAME:/absolute/path`.
+    pub secrets: Vec<Spanned<String>>,
     pub depends_on: Vec<Spanned<String>>,
     /// Arguments after the image (the image's CMD is used when empty).
     pub command: Vec<String>,

@@ -12,6 +12,11 @@ use super::Stack;
 pub const PROJECT_LABEL: &str = "v7.project";
 /// On every container: the service it runs.
 pub const SERVICE_LABEL: &str = "v7.service";
+/// On every container: the fingerprint of everything that decides it (`deploy/spec.rs`).
+pub const FINGERPRINT_LABEL: &str = "v7.fingerprint";
+/// On every container: the fingerprint per aspect (`image=… environment=…`), so that deploy
+/// can say what changed.
+pub const ASPECTS_LABEL: &str = "v7.fingerprint.aspects";
 /// On every image a build commits: the fingerprint of its inputs (`images/build/fingerprint.rs`).
 pub const INPUTS_LABEL: &str = "v7.inputs";
 /// On registry-free images: `v7.mode=registry-free`.
@@ -20,6 +25,16 @@ pub const MODE_LABEL: &str = "v7.mode";
 impl Stack {
     pub fn container_name(&self, service: &str) -> String {
         format!("{}-{service}", self.project.name)
+    }
+
+    /// The container a replacement keeps (stopped) until the new one is healthy.
+    pub fn previous_container_name(&self, service: &str) -> String {
+        format!("{}-{service}-previous", self.project.name)
+    }
+
+    /// The podman secret of a `[secrets.NAME]`.
+    pub fn secret_name(&self, secret: &str) -> String {
+        format!("{}-{secret}", self.project.name)
     }
 
     pub fn network_name(&self, network: &str) -> String {

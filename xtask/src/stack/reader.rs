@@ -142,7 +142,7 @@ pub fn read_stack(r: &Reader) -> Result<Stack> {
         r.error(e.span().unwrap_or(0..0), format!("{} (the file is not valid TOML)", e.message().trim()))
     })?;
     let root = doc.get_ref();
-    r.only(root, "", &["project", "pull", "package_mirrors", "networks", "volumes", "services"])?;
+    r.only(root, "", &["project", "pull", "package_mirrors", "networks", "volumes", "secrets", "services"])?;
     let project = required(r, root, 0..0, "", "project")?;
     Ok(Stack {
         project: read_project(r, project)?,
@@ -167,6 +167,11 @@ pub fn read_stack(r: &Reader) -> Result<Stack> {
         volumes: read_named(r, get(root, "volumes"), "volumes", |r, v, path| {
             r.only(r.table(v, path)?, path, &[])?;
             Ok(Volume {})
+        })?,
+        secrets: read_named(r, get(root, "secrets"), "secrets", |r, v, path| {
+            let t = r.table(v, path)?;
+            r.only(t, path, &["template"])?;
+            Ok(Secret { template: get(t, "template").map(|v| r.string(v, &format!("{path}.template"))).transpose()? })
         })?,
         services: read_named(r, get(root, "services"), "services", read_service)?,
     })
@@ -286,6 +291,7 @@ fn read_service(r: &Reader, v: &Value, path: &str) -> Result<Service> {
             "environment",
             "networks",
             "volumes",
+            "secrets",
             "depends_on",
             "command",
             "healthcheck",
@@ -307,6 +313,7 @@ fn read_service(r: &Reader, v: &Value, path: &str) -> Result<Service> {
             .unwrap_or_default(),
         networks: list("networks")?,
         volumes: list("volumes")?,
+        secrets: list("secrets")?,
         depends_on: list("depends_on")?,
         command: list("command")?.into_iter().map(Spanned::into_inner).collect(),
         healthcheck: get(t, "healthcheck").map(|v| read_healthcheck(r, v, &sub("healthcheck"))).transpose()?,

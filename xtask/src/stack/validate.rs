@@ -1,11 +1,11 @@
 //! What reading the stack file cannot check: references between services, networks and
-//! volumes; ports; image references; durations; memory sizes; dependency cycles. Each error
-//! points at the offending value's line.
+//! volumes; ports (their form, and no host address published twice); image references;
+//! durations; memory sizes; dependency cycles. Each error points at the offending value's line.
 
 use anyhow::{bail, Result};
 
 use super::model::*;
-use super::reader::Reader;
+use super::reader::{line_col, Reader};
 use crate::oci::ImageRef;
 
 fn memory_ok(text: &str) -> bool {
@@ -58,8 +58,49 @@ pub fn validate(stack: &Stack, r: &Reader) -> Result<()> {
         }
         service(stack, r, name, svc)?;
     }
+    duplicate_ports(stack, r)?;
     stack.start_order().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
     Ok(())
+}
+
+/// Whether two published ports bind the same host address: the same ip and port, or the same port
+/// where either ip is 0.0.0.0 (the wildcard takes the port on every address).
+fn clash(a: &Port, b: &Port) -> bool {
+    a.host == b.host && (a.host_ip == b.host_ip || a.host_ip == "0.0.0.0" || b.host_ip == "0.0.0.0")
+}
+
+/// No host address published twice, across services or within one. Podman would start the first
+/// container and fail the second with "address already in use" half way through a deploy, so the
+/// file is refused before anything starts, with every clash listed at once (fixing them one run
+/// at a time is slow). Each clash is reported at the later port in the file, naming the earlier.
+fn duplicate_ports(stack: &Stack, r: &Reader) -> Result<()> {
+    let mut ports = Vec::new();
+    for (name, svc) in &stack.services {
+        for p in &svc.ports {
+            if let Some(port) = Port::parse(p.get_ref()) {
+                ports.push((p.span(), name.as_str(), port));
+            }
+        }
+    }
+    // The services are in name order; the file's order is what "earlier" and "later" mean.
+    ports.sort_by_key(|(span, ..)| span.start);
+    let mut clashes = Vec::new();
+    for (i, (span, name, port)) in ports.iter().enumerate() {
+        if let Some((first_span, first_name, first)) = ports[..i].iter().find(|(.., p)| clash(p, port)) {
+            let (first_line, _) = line_col(r.text, first_span.start);
+            let msg = format!(
+                "services.{name}.ports: {:?} publishes host port {}, already published by services.{first_name} ({:?}, line {first_line})",
+                port.to_podman(),
+                port.host,
+                first.to_podman()
+            );
+            clashes.push(r.error(span.clone(), msg).to_string());
+        }
+    }
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    bail!("{}\n  hint: each host port can be published once; change one of them", clashes.join("\n"))
 }
 
 fn service(stack: &Stack, r: &Reader, name: &str, svc: &Service) -> Result<()> {
@@ -238,6 +279,44 @@ healthcheck = { test = ["/api", "healthcheck"] }
     fn bad_port_names_line_and_form() {
         let e = parse_err(&MINIMAL.replace("\"3000:3000\"", "\"3000\""));
         assert!(e.starts_with("docker/stack.toml:17:10: services.api.ports: \"3000\" is not"), "{e}");
+    }
+
+    #[test]
+    fn a_host_port_published_by_two_services_names_both_and_the_later_line() {
+        let text = MINIMAL
+            .replace("volumes = [\"data:/data\"]", "volumes = [\"data:/data\"]\nports = [\"0.0.0.0:3000:4222\"]");
+        let e = parse_err(&text);
+        assert!(
+            e.starts_with("docker/stack.toml:18:10: services.api.ports: \"127.0.0.1:3000:3000\" publishes host port 3000, already published by services.nats (\"0.0.0.0:3000:4222\", line 13)"),
+            "the wildcard on nats clashes with api's loopback port: {e}"
+        );
+        assert!(e.ends_with("\n  hint: each host port can be published once; change one of them"), "{e}");
+        assert_eq!(e.lines().count(), 2, "one clash, one hint: {e}");
+    }
+
+    #[test]
+    fn every_duplicate_port_is_reported_at_once() {
+        let text = MINIMAL
+            .replace("volumes = [\"data:/data\"]", "volumes = [\"data:/data\"]\nports = [\"127.0.0.1:3000:4222\"]")
+            .replace("ports = [\"3000:3000\"]", "ports = [\"8080:80\", \"127.0.0.1:8080:81\", \"3000:3000\"]");
+        let e = parse_err(&text);
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "two clashes and the hint: {e}");
+        assert!(lines[0].starts_with("docker/stack.toml:18:21: services.api.ports: \"127.0.0.1:8080:81\" publishes host port 8080, already published by services.api (\"127.0.0.1:8080:80\", line 18)"), "within one service: {e}");
+        assert!(lines[1].starts_with("docker/stack.toml:18:42: services.api.ports: \"127.0.0.1:3000:3000\" publishes host port 3000, already published by services.nats (\"127.0.0.1:3000:4222\", line 13)"), "across services: {e}");
+        assert!(lines[2].contains("hint: each host port can be published once"), "{e}");
+    }
+
+    #[test]
+    fn the_same_host_port_on_two_addresses_is_allowed() {
+        let text = MINIMAL.replace(
+            "ports = [\"3000:3000\"]",
+            "ports = [\"127.0.0.1:3000:3000\", \"127.0.0.2:3000:3001\", \"3001:3000\"]",
+        );
+        let stack = Stack::parse("docker/stack.toml", &text).unwrap();
+        assert_eq!(stack.services["api"].published().len(), 3);
+        assert!(clash(&Port::parse("0.0.0.0:80:1").unwrap(), &Port::parse("0.0.0.0:80:2").unwrap()), "wildcard twice");
+        assert!(!clash(&Port::parse("0.0.0.0:80:1").unwrap(), &Port::parse("0.0.0.0:81:1").unwrap()), "another port");
     }
 
     #[test]

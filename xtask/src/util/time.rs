@@ -39,6 +39,20 @@ pub fn utc_timestamp(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// `2026-12-01T21:53:35.813609592Z` (podman's health log times; UTC only) as Unix seconds.
+pub fn parse_rfc3339_utc(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.strip_suffix('Z').or_else(|| time.strip_suffix("+00:00"))?;
+    let mut hms = time.split(':');
+    let (h, min) = (hms.next()?.parse::<u64>().ok()?, hms.next()?.parse::<u64>().ok()?);
+    let sec = hms.next()?.split('.').next()?.parse::<u64>().ok()?;
+    let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
+    Some(days * 86_400 + h * 3600 + min * 60 + sec)
+}
+
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the form RFC 9110 requires senders to use)
 /// as Unix seconds; anything else is `None`.
 pub fn parse_http_date(text: &str) -> Option<u64> {
@@ -58,6 +72,14 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn podman_times_are_read() {
+        let t = parse_rfc3339_utc("2026-12-01T21:53:35.813609592Z").unwrap();
+        assert_eq!(utc_timestamp(t), "2026-12-01T21:53:35Z");
+        assert_eq!(parse_rfc3339_utc("2026-12-01T21:53:35Z"), Some(t));
+        assert_eq!(parse_rfc3339_utc("2026-12-01 21:53:35"), None);
+    }
 
     #[test]
     fn timestamps() {

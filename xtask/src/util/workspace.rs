@@ -38,6 +38,12 @@ impl Workspace {
         ws
     }
 
+    /// What the xtask keeps about one deployed stack (its remembered mode, generated secrets,
+    /// health supervisor): `.v7/stacks/<project>/`.
+    pub fn stack_state(&self, project: &str) -> PathBuf {
+        self.state.join("stacks").join(project)
+    }
+
     /// A path of the checkout.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)

@@ -152,12 +152,17 @@ impl TestStack {
     /// Runs the real xtask with `V7_STACK_FILE` pointing at the copy; its output is echoed line
     /// by line (visible with --nocapture) and returned. (success, combined output, seconds)
     pub fn xtask(&self, args: &[&str]) -> (bool, String, f64) {
-        eprintln!("$ V7_STACK_FILE={} xtask {}", self.file.display(), args.join(" "));
+        self.xtask_with(&self.file, args)
+    }
+
+    /// [`TestStack::xtask`] with another stack file (a changed copy).
+    pub fn xtask_with(&self, file: &Path, args: &[&str]) -> (bool, String, f64) {
+        eprintln!("$ V7_STACK_FILE={} xtask {}", file.display(), args.join(" "));
         let start = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(args)
             .current_dir(root())
-            .env("V7_STACK_FILE", &self.file)
+            .env("V7_STACK_FILE", file)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -292,7 +297,8 @@ impl Podman {
 }
 
 /// Removes, on drop (so also when a phase panics) and when called, everything of the test's
-/// project: containers `v7test-rf-*` (with their anonymous volumes), the network
+/// project: its health supervisor (by pid), its state under `.v7/stacks/v7test-rf/`, its
+/// podman secrets (by label), containers `v7test-rf-*` (with their anonymous volumes), the network
 /// `v7test-rf-probe`, volumes `v7test-rf-*`, the images `localhost/v7test-rf-registry-free/*`, the
 /// untagged intermediate images their builds left that sit on the test's base image (found by
 /// the base's root layer, which no other image has), and then every image labelled
@@ -304,10 +310,31 @@ pub struct Cleanup<'a> {
     pub suite: String,
 }
 
+/// What the xtask keeps about the test's stack: `.v7/stacks/v7test-rf/` (remembered mode,
+/// generated secrets, the health supervisor's pid file and log, verify's marker count).
+pub fn stack_state() -> PathBuf {
+    root().join(".v7/stacks").join(PROJECT)
+}
+
+/// The pid of the test stack's health supervisor, if one runs (the pid file names it and the
+/// process is an `xtask supervise`).
+pub fn supervisor_pid() -> Option<u32> {
+    let text = std::fs::read_to_string(stack_state().join("supervisor.pid")).ok()?;
+    let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    (args.first().is_some_and(|a| a.ends_with(b"xtask")) && args.get(1) == Some(&&b"supervise"[..])).then_some(pid)
+}
+
 impl Cleanup<'_> {
     pub fn run(&self) {
         let p = self.podman;
         let prefix = format!("{PROJECT}-");
+        // The supervisor first (it would restart what is removed next), by its pid only.
+        if let Some(pid) = supervisor_pid() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let _ = std::fs::remove_dir_all(stack_state());
         let lines = |args: &[&str]| -> Vec<String> {
             text(&p.output(args).stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
         };
@@ -321,6 +348,10 @@ impl Cleanup<'_> {
         }
         for v in lines(&["volume", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)) {
             let _ = p.output(&["volume", "rm", "-f", &v]);
+        }
+        // podman 4.3 filters secrets by name and id only: by the project prefix then.
+        for s in lines(&["secret", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)) {
+            let _ = p.output(&["secret", "rm", &s]);
         }
         // Images: the base's first layer marks everything built on it.
         let ours = format!("localhost/{PROJECT}-registry-free/");

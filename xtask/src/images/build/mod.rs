@@ -193,9 +193,11 @@ pub fn run_builds(
     force: bool,
 ) -> Result<()> {
     let mut to_run = Vec::new();
-    for b in builds {
+    let images: Vec<String> = builds.iter().map(|b| b.image.clone()).collect();
+    let labels = crate::podman::images::labels(runner, podman, &images, INPUTS_LABEL);
+    for (b, current) in builds.into_iter().zip(labels) {
         let fp = b.fingerprint()?;
-        let current = crate::podman::images::label(runner, podman, &b.image, INPUTS_LABEL).unwrap_or_default();
+        let current = current.unwrap_or_default();
         if !force && current == fp.label {
             eprintln!(
                 "{}: unchanged since {} was built (inputs {}, {} files); skipped (--force rebuilds)",

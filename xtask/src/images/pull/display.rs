@@ -1,9 +1,8 @@
-//! What `pull` shows while it works: one line per image, redrawn in place on a terminal, one
-//! plain line per change otherwise (logs, CI, `NO_COLOR`); always on stderr, so `--json` keeps
-//! stdout to itself.
+//! What `pull` shows while it works: one line per image (`util/live.rs` redraws them in place on
+//! a terminal and prints one plain line per change otherwise), always on stderr, so `--json`
+//! keeps stdout to itself.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -49,53 +48,6 @@ pub fn render(image: &str, state: &RowState, now: Instant) -> String {
         RowState::Done => format!("{image}: done"),
         RowState::Failed => format!("{image}: failed"),
     }
-}
-
-/// The live display: redrawn rows on a terminal, printed lines otherwise.
-pub struct Live {
-    pub tty: bool,
-    drawn: usize,
-}
-
-impl Live {
-    pub fn new() -> Live {
-        let plain = std::env::var_os("NO_COLOR").is_some() || std::env::var_os("CI").is_some();
-        Live { tty: std::io::stderr().is_terminal() && !plain, drawn: 0 }
-    }
-
-    /// One changed row: printed as a line unless the display is redrawn.
-    pub fn line(&self, text: &str) {
-        if !self.tty {
-            eprintln!("{text}");
-        }
-    }
-
-    pub fn redraw(&mut self, rows: &[(String, RowState)]) {
-        if !self.tty {
-            return;
-        }
-        let now = Instant::now();
-        let mut out = String::new();
-        if self.drawn > 0 {
-            let _ = write!(out, "\x1b[{}A", self.drawn);
-        }
-        let width = terminal_width();
-        for (image, state) in rows {
-            let mut line = render(image, state, now);
-            if line.chars().count() > width {
-                line = line.chars().take(width.saturating_sub(1)).collect::<String>() + "…";
-            }
-            let _ = writeln!(out, "\x1b[2K{line}");
-        }
-        self.drawn = rows.len();
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(out.as_bytes());
-        let _ = err.flush();
-    }
-}
-
-fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(120)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::display::{render, Live, RowState};
+use super::display::{render, RowState};
 use super::plan::{relay_upstream, Item, Source};
 use super::relay::Relay;
 use super::report::{self, Report};
@@ -22,6 +22,7 @@ use crate::podman::images::presence;
 use crate::podman::registries_conf::{single_source_conf, RegistryMirror};
 use crate::process::Runner;
 use crate::util::fs::write_if_changed;
+use crate::util::live::Live;
 use crate::util::workspace::Workspace;
 
 /// Is the mirror answering as a registry? Any HTTP answer to `/v2/` counts (401 included); an
@@ -131,7 +132,7 @@ pub fn run(ws: &Workspace, setup: &Setup, items: Vec<Item>, opts: &Options) -> R
         .collect();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
     let mut live = Live::new();
-    live.redraw(&rows);
+    live.redraw(&rows.iter().map(|(image, state)| render(image, state, Instant::now())).collect::<Vec<_>>());
     for (image, state) in &rows {
         live.line(&render(image, state, Instant::now()));
     }
@@ -172,7 +173,7 @@ pub fn run(ws: &Workspace, setup: &Setup, items: Vec<Item>, opts: &Options) -> R
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        live.redraw(&rows);
+        live.redraw(&rows.iter().map(|(image, state)| render(image, state, Instant::now())).collect::<Vec<_>>());
     }
     for w in workers {
         let _ = w.join();

@@ -10,9 +10,13 @@
 //!    event posted through web travels backend -> NATS -> analytics-engine -> ClickHouse and
 //!    comes back in the statistics (computed by the Python component);
 //! 4. a second `build --registry-free` finds every image unchanged and builds nothing;
-//! 5. `deploy --registry-free --no-build` starts the stack in dependency order behind its health
-//!    checks (without Grafana, and says so), `verify` passes, `status` shows every service
-//!    healthy, an event survives `down` + `deploy` (named volumes), `down --volumes` removes all.
+//! 5. deploy (`deploy.rs`): `deploy --registry-free --no-build` starts the stack by dependency
+//!    level behind its health checks (without Grafana, and says so), `verify` passes, `status`
+//!    shows every service healthy; a second deploy changes nothing; a changed environment
+//!    replaces only that service; a killed process and a wedged service come back by themselves;
+//!    a new image that never gets healthy is rolled back; a taken port and a duplicate port stop
+//!    deploy before it changes anything; the generated passwords appear nowhere; an event
+//!    survives `down` + `deploy` (named volumes); `down --volumes` removes all.
 //!
 //! One build of everything is slow (minutes), so this is ONE test that runs the phases in order
 //! and prints their names and timings. It runs its own copy of docker/stack.toml with project
@@ -22,12 +26,16 @@
 //!
 //! Run: `cargo test -p xtask --features e2e --test registry_free_e2e -- --test-threads=1 --nocapture`
 
+#[path = "../support/mod.rs"]
 mod support;
+
+/// Phase 5: deploy converges, keeps what runs, rolls back, supervises health (issue 9).
+mod deploy;
 
 use std::time::{Duration, Instant};
 
 use support::stack::{self, container, image, text, wait_for, Cleanup, Podman, TestStack, PROJECT};
-use support::{find_in, http_get, http_request, json, string, JsonValue};
+use support::{http_get, http_request};
 
 const INFRA: &[&str] = &["nats", "clickhouse", "prometheus"];
 /// Service -> the container port of its HTTP /healthz.
@@ -220,102 +228,7 @@ exit $rc
     assert!(!out.contains("fetching on the host"), "dependencies were fetched again:\n{out}");
 
     // ------------------------------------------------------------------------------------------
-    let t = phase(
-        "phase 5: `deploy --registry-free --no-build`, `verify`, data kept across `down` + `deploy`, `down --volumes`",
-    );
-    // Phase 3's containers carry the names deploy uses; remove them first, and wait until
-    // podman has let go of the names.
-    for svc in &registry_free {
-        let _ = podman.output(&["rm", "-f", "-t", "0", &container(svc)]);
-    }
-    wait_for(Duration::from_secs(30), || {
-        let left: Vec<&String> = registry_free
-            .iter()
-            .filter(|s| podman.output(&["container", "exists", &container(s)]).status.success())
-            .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("still there: {left:?}"))
-        }
-    })
-    .unwrap();
-    let (ok, out, secs) = stack.xtask(&["deploy", "--registry-free", "--no-build", "--timeout", "180"]);
-    assert!(ok, "deploy failed:\n{out}");
-    timings.push(("deploy (health-gated)".into(), secs));
-    assert!(
-        out.contains("grafana: not started: Grafana has no Debian package"),
-        "deploy must say Grafana is left out:\n{out}"
-    );
-    for svc in &registry_free {
-        assert!(out.contains(&format!("{svc}: healthy after")), "{svc} was not reported healthy:\n{out}");
-    }
-    let started: Vec<usize> = ["nats", "clickhouse", "analytics-engine", "backend", "web"]
-        .iter()
-        .map(|s| out.find(&format!("{s}: healthy after")).unwrap())
-        .collect();
-    assert!(
-        started[0] < started[2] && started[1] < started[2],
-        "analytics-engine started before NATS and ClickHouse were healthy:\n{out}"
-    );
-    assert!(started[2] < started[3] && started[3] < started[4], "not started in dependency order:\n{out}");
-    let (ok, out, secs) = stack.xtask(&["verify"]);
-    assert!(ok && out.contains("verify: the stack works end to end"), "verify failed:\n{out}");
-    timings.push(("verify".into(), secs));
-    let (ok, out) = stack.xtask_stdout(&["status", "--json"]);
-    assert!(ok, "status failed:\n{out}");
-    let JsonValue::Array(rows) = json(&out) else { panic!("status --json is not an array:\n{out}") };
-    for svc in &registry_free {
-        let row = find_in(&rows, "service", svc);
-        assert_eq!(
-            (string(row, "state").as_deref(), string(row, "health").as_deref()),
-            (Some("running"), Some("healthy")),
-            "status does not show {svc} running and healthy:\n{out}"
-        );
-    }
-    let grafana = find_in(&rows, "service", "grafana");
-    assert_eq!(string(grafana, "state").as_deref(), Some("absent"), "status must show Grafana absent:\n{out}");
-    assert!(string(grafana, "note").is_some_and(|n| n.contains("no Debian package")), "{out}");
-
-    // Data outlives the containers: post an event, take the stack down (volumes kept), deploy again.
-    let web = stack::test_host_port(5173);
-    let (code, body) =
-        http_request(web, "POST", "/api/events", Some(r#"{"kind":"rf_kept","value":7,"source":"registry-free-e2e"}"#))
-            .unwrap();
-    assert_eq!(code, 202, "POST through the deployed web answered {code}: {body}");
-    let counted = |want: &str| {
-        let want = want.to_string();
-        move || match http_get(web, "/api/stats?kind=rf_kept") {
-            Ok((200, b)) if b.contains(&want) => Ok(b),
-            Ok((c, b)) => Err(format!("{c} {b}")),
-            Err(e) => Err(e),
-        }
-    };
-    wait_for(Duration::from_secs(60), counted("\"count\":1"))
-        .unwrap_or_else(|e| panic!("the event was not counted: {e}"));
-    let (ok, out, _) = stack.xtask(&["down"]);
-    assert!(ok, "down failed:\n{out}");
-    for svc in &registry_free {
-        assert!(
-            !podman.output(&["container", "exists", &container(svc)]).status.success(),
-            "{svc} still exists after down"
-        );
-    }
-    let kept = format!("{PROJECT}-clickhouse-data");
-    assert!(podman.output(&["volume", "exists", &kept]).status.success(), "down removed the volume {kept}");
-    let (ok, out, _) = stack.xtask(&["deploy", "--registry-free", "--no-build", "--timeout", "180"]);
-    assert!(ok, "the second deploy failed:\n{out}");
-    let body = wait_for(Duration::from_secs(60), counted("\"count\":1"))
-        .unwrap_or_else(|e| panic!("the event did not survive down + deploy: {e}"));
-    eprintln!("ok the event survived down + deploy (ClickHouse volume): {}", body.trim());
-    let (ok, out, _) = stack.xtask(&["down", "--volumes"]);
-    assert!(ok, "down --volumes failed:\n{out}");
-    assert!(!podman.output(&["volume", "exists", &kept]).status.success(), "down --volumes left {kept}");
-    for net in ["frontend", "backend"] {
-        let n = format!("{PROJECT}-{net}");
-        assert!(!podman.output(&["network", "exists", &n]).status.success(), "down left the network {n}");
-    }
-    timings.push(("deploy, verify, persistence, down".into(), t.elapsed().as_secs_f64()));
+    deploy::converges(&stack, &podman, &registry_free, &mut timings);
 
     eprintln!("\n== timings");
     for (what, secs) in &timings {

@@ -1,0 +1,111 @@
+//! What runs now: the project's containers, read with ONE `podman ps -a --format json` (by the
+//! project label, so containers of other projects are never looked at), with their service,
+//! state, fingerprint labels and published ports.
+
+use anyhow::{anyhow, Result};
+
+use crate::podman::Podman;
+use crate::process::Runner;
+use crate::stack::names::{ASPECTS_LABEL, FINGERPRINT_LABEL, SERVICE_LABEL};
+use crate::stack::Stack;
+use crate::util::json::{self, JsonValue, Read};
+
+/// One container of the project, as podman lists it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    /// The `v7.service` label (empty on a container the xtask did not make).
+    pub service: String,
+    /// `running`, `exited`, `created`, ...
+    pub state: String,
+    /// podman's status text, with the health in parentheses: `Up 5 minutes (healthy)`.
+    pub status: String,
+    pub image: String,
+    pub fingerprint: String,
+    pub aspects: String,
+    /// `host_ip:host_port` of every published port.
+    pub ports: Vec<(String, u16)>,
+    /// Unix seconds.
+    pub started_at: u64,
+}
+
+impl Container {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+/// Every container that carries the project's label.
+pub fn containers(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<Vec<Container>> {
+    let filter = format!("label={}", stack.project_label());
+    let out = runner.query(&podman.cmd().args(["ps", "-a", "--filter", &filter, "--format", "json"]))?;
+    parse(&out)
+}
+
+/// The containers in `podman ps -a --format json` output (podman 4.x field names).
+pub fn parse(text: &str) -> Result<Vec<Container>> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let doc = json::parse(text).map_err(|e| anyhow!("`podman ps --format json`: {e}"))?;
+    let label = |c: &JsonValue, key: &str| {
+        c.field("Labels").and_then(|l| l.field(key)).and_then(Read::str).unwrap_or("").to_string()
+    };
+    let text = |c: &JsonValue, key: &str| c.field(key).and_then(Read::str).unwrap_or("").to_string();
+    let mut out = Vec::new();
+    for c in doc.items() {
+        let name = c.field("Names").map(Read::items).and_then(|n| n.first()).and_then(Read::str).unwrap_or("");
+        let ports = c
+            .field("Ports")
+            .map(Read::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                let ip = p.field("host_ip").and_then(Read::str).filter(|ip| !ip.is_empty()).unwrap_or("0.0.0.0");
+                let port = p.field("host_port").and_then(Read::number)? as u16;
+                Some((ip.to_string(), port))
+            })
+            .collect();
+        out.push(Container {
+            id: text(c, "Id"),
+            name: name.to_string(),
+            service: label(c, SERVICE_LABEL),
+            state: text(c, "State"),
+            status: text(c, "Status"),
+            image: text(c, "Image"),
+            fingerprint: label(c, FINGERPRINT_LABEL),
+            aspects: label(c, ASPECTS_LABEL),
+            ports,
+            started_at: c.field("StartedAt").and_then(Read::number).unwrap_or(0.0).max(0.0) as u64,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn podman_ps_json_is_read() {
+        let text = r#"[{"Id":"189144c2","Image":"localhost/v7-registry-free/backend:latest",
+            "Labels":{"v7.project":"v7","v7.service":"backend","v7.fingerprint":"abc","v7.fingerprint.aspects":"image=1 ports=2"},
+            "Names":["v7-backend"],"Ports":[{"host_ip":"127.0.0.1","container_port":3000,"host_port":3000,"range":1,"protocol":"tcp"},
+            {"host_ip":"","container_port":53,"host_port":5353}],
+            "StartedAt":1796162015,"State":"running","Status":"Up 2 minutes (healthy)"},
+            {"Id":"2","Names":["stray"],"State":"exited","StartedAt":-62135596800}]"#;
+        let cs = parse(text).unwrap();
+        assert_eq!(cs.len(), 2);
+        assert_eq!(
+            (cs[0].name.as_str(), cs[0].service.as_str(), cs[0].fingerprint.as_str()),
+            ("v7-backend", "backend", "abc")
+        );
+        assert_eq!(cs[0].aspects, "image=1 ports=2");
+        assert_eq!(cs[0].ports, [("127.0.0.1".to_string(), 3000), ("0.0.0.0".to_string(), 5353)]);
+        assert!(cs[0].running() && !cs[1].running());
+        assert_eq!((cs[1].service.as_str(), cs[1].started_at), ("", 0), "never started");
+        assert!(parse("").unwrap().is_empty() && parse("[]").unwrap().is_empty());
+        assert!(parse("not json").is_err());
+    }
+}
