@@ -84,8 +84,10 @@ pub fn deploy(
             spec::spec(stack, &ws.root, name, &spec::Inputs { image, image_id: id, secret_digests: &secrets.digests })
         })
         .collect();
-    recover_interrupted(runner, podman, stack)?;
-    let actual = actual::containers(runner, podman, stack)?;
+    let mut actual = actual::containers(runner, podman, stack)?;
+    if recover_interrupted(runner, podman, &actual)? {
+        actual = actual::containers(runner, podman, stack)?;
+    }
     let changes = diff::diff(&specs, &actual, &plan.skipped, opts.force_recreate);
     eprintln!("deploy plan for {} ({mode} mode):\n{}", stack.project.name, diff::describe(&changes));
     preflight::check(&preflight::problems(stack, &changes, &actual, &missing))?;
@@ -148,10 +150,11 @@ pub fn logs_command(
 
 /// A deploy interrupted between stopping a container and removing its `-previous`: the
 /// service's own container wins when it runs; otherwise the previous one is put back under
-/// the service's name, so the diff sees what last ran.
-fn recover_interrupted(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<()> {
-    let all = actual::containers(runner, podman, stack)?;
+/// the service's name, so the diff sees what last ran. Whether it changed anything.
+fn recover_interrupted(runner: &Runner, podman: &Podman, all: &[actual::Container]) -> Result<bool> {
+    let mut changed = false;
     for prev in all.iter().filter(|c| c.name.ends_with("-previous")) {
+        changed = true;
         let own = prev.name.trim_end_matches("-previous");
         match all.iter().find(|c| c.name == own) {
             Some(c) if c.running() => {
@@ -167,7 +170,7 @@ fn recover_interrupted(runner: &Runner, podman: &Podman, stack: &Stack) -> Resul
             }
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// The networks, and the volumes of the services that run, that podman does not have yet:

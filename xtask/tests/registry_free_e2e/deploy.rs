@@ -42,23 +42,27 @@ fn started_at(podman: &Podman, c: &str) -> String {
     podman.ok(&["inspect", "--format", "{{.State.StartedAt}}", c])
 }
 
-/// Waits until `c` was started again after `before` and its health check passes.
-fn comes_back(podman: &Podman, c: &str, before: &str, within: Duration) {
+/// Waits until `c` was started again after `before` and answers `/healthz` on `port`, then
+/// checks its health once with podman. Only `podman inspect` while it waits: every `podman
+/// healthcheck run` counts towards `--health-on-failure`, so polling with it would restart the
+/// container itself, in place of the supervisor under test.
+fn comes_back(podman: &Podman, c: &str, before: &str, port: u16, within: Duration) {
     let r = wait_for(within, || {
         let now = started_at(podman, c);
         if now == before {
             return Err(format!("{c} not restarted yet (started {now})"));
         }
-        let out = podman.output(&["healthcheck", "run", c]);
-        if out.status.success() {
-            Ok(now)
-        } else {
-            Err(format!("{c} restarted at {now} but not healthy yet: {}", text(&out.stdout).trim()))
+        match http_get(port, "/healthz") {
+            Ok((200, _)) => Ok(now),
+            Ok((code, body)) => Err(format!("{c} restarted at {now}; /healthz answers {code} {body}")),
+            Err(e) => Err(format!("{c} restarted at {now}; /healthz: {e}")),
         }
     });
     if let Err(e) = r {
         panic!("{e}\n--- logs:\n{}", podman.logs_tail(c));
     }
+    let out = podman.output(&["healthcheck", "run", c]);
+    assert!(out.status.success(), "{c} answers but its health check fails: {}", text(&out.stdout));
 }
 
 /// Runs `podman exec C sh -c` with a signal for the process named `comm` inside.
@@ -184,20 +188,18 @@ pub fn converges(stack: &TestStack, podman: &Podman, registry_free: &[String], t
 
     // --- a crashed process comes back; a wedged one is restarted by the supervisor -----------
     let backend = container("backend");
+    let port = stack::test_host_port(3000);
     let was = started_at(podman, &backend);
     signal_process(podman, &backend, "backend", "KILL");
-    comes_back(podman, &backend, &was, Duration::from_secs(60));
+    comes_back(podman, &backend, &was, port, Duration::from_secs(60));
     eprintln!("ok backend came back healthy after its process was killed (restart policy)");
     let was = started_at(podman, &backend);
     signal_process(podman, &backend, "backend", "STOP");
     // 3 failed checks 10 s apart, then podman's stop timeout: about 45 s.
-    comes_back(podman, &backend, &was, Duration::from_secs(120));
+    comes_back(podman, &backend, &was, port, Duration::from_secs(120));
     let log = std::fs::read_to_string(stack::stack_state().join("supervisor.log")).unwrap_or_default();
     assert!(log.contains("backend: health check failed (3 in a row"), "supervisor log:\n{log}");
     eprintln!("ok a wedged backend was restarted after 3 failed checks (supervisor + --health-on-failure)");
-    let port = stack::test_host_port(3000);
-    let (code, _) = http_get(port, "/healthz").expect("backend /healthz");
-    assert_eq!(code, 200);
 
     // --- a new image that never gets healthy is rolled back -----------------------------------
     let before = containers(podman);

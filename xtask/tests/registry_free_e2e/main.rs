@@ -300,7 +300,9 @@ fn run_like_the_stack(podman: &Podman, stack: &TestStack, svc: &str, network: &s
         .collect();
     // No systemd here: the test runs the health checks itself (`podman healthcheck run`).
     args.extend(["--health-interval".to_string(), "disable".to_string()]);
-    for (k, v) in stack.environment(svc) {
+    // The stack's secrets are deploy's to make (phase 5 checks them): here ClickHouse runs
+    // without its password drop-in, so nothing points at a secret file either.
+    for (k, v) in stack.environment(svc).into_iter().filter(|(_, v)| !v.starts_with("/run/secrets/")) {
         args.extend(["-e".to_string(), format!("{k}={v}")]);
     }
     for p in stack.container_ports(svc) {
