@@ -10,19 +10,24 @@
 #   outage:   requests every 20 ms to backend directly and through web while backend alone is
 #             replaced (its environment changed): failed requests and the longest gap;
 #   status:   `cargo xtask status` of the running stack (goal < 0.3 s).
-# Own project name (v7bench), host ports moved to 3xxxx, own state dir: a developer's stack and
-# images are not touched. The registry-free images must exist (`cargo xtask build --registry-free`);
-# they are tagged under the bench's name and the tags removed at the end, with its containers,
-# networks, volumes and secrets.
+# Own project name (v7bench), host ports moved to 3xxxx: a developer's stack is not touched. Both
+# sides run from git worktrees (BASE, and HEAD for "this checkout"), so edits in progress in the
+# working tree neither rebuild images nor change what is measured; the new side shares the
+# checkout's .v7 caches (host-fetched dependencies), its stack state lives under
+# .v7/stacks/v7bench. The registry-free images of HEAD must exist (`cargo xtask build
+# --registry-free` on a clean HEAD); they are tagged under the bench's name (base included) and the
+# tags removed at the end, with the bench's containers, networks, volumes and secrets.
 # Usage: RUNS=3 xtask/bench/deploy.sh     (BASE=<commit> to compare with another baseline)
 set -euo pipefail
 runs=${RUNS:-3}
 base=${BASE:-e533426}
 root=$(git rev-parse --show-toplevel)
 cd "$root"
-cargo build -q -p xtask --locked
-xtask="${CARGO_TARGET_DIR:-$root/target}/debug/xtask"
 tmp=$(mktemp -d /var/tmp/v7bench-deploy.XXXXXX)
+new_tree="$tmp/new"
+git worktree add -q --detach "$new_tree" HEAD
+(cd "$new_tree" && CARGO_TARGET_DIR="$tmp/new-target" cargo build -q -p xtask --locked)
+xtask="$tmp/new-target/debug/xtask"
 conf=$(ls -t .v7/podman/containers-*.conf | head -1)
 pod() { CONTAINERS_CONF="$conf" podman "$@"; }
 
@@ -38,13 +43,14 @@ for line in open(sys.argv[1]):
     sys.stdout.write(line)
 ' "$1"
 }
-bench_stack docker/stack.toml > "$tmp/stack.toml"
+bench_stack "$new_tree/docker/stack.toml" > "$tmp/stack.toml"
 grep -q '^name = "v7bench"$' "$tmp/stack.toml"
 backend_port=33000
 web_port=35173
 grep -q "\"127.0.0.1:$backend_port:3000\"" "$tmp/stack.toml" && grep -q "\"127.0.0.1:$web_port:3000\"" "$tmp/stack.toml"
 echo "bench stack: project v7bench, backend on $backend_port, web on $web_port"
 
+pod tag localhost/v7-registry-free/base:bookworm localhost/v7bench-registry-free/base:bookworm
 for svc in nats clickhouse prometheus analytics-engine backend web; do
   pod image exists "localhost/v7-registry-free/$svc:latest" || { echo "missing localhost/v7-registry-free/$svc:latest: run cargo xtask build --registry-free" >&2; exit 1; }
   pod tag "localhost/v7-registry-free/$svc:latest" "localhost/v7bench-registry-free/$svc:latest"
@@ -57,15 +63,17 @@ bench_stack "$old_tree/docker/stack.toml" > "$tmp/old-stack.toml"
 (cd "$old_tree" && CARGO_TARGET_DIR="$tmp/old-target" cargo build -q -p xtask)
 old_xtask="$tmp/old-target/debug/xtask"
 
-new() { V7_STACK_FILE="$tmp/stack.toml" V7_STATE_DIR="$tmp/state" NO_COLOR=1 "$xtask" "$@"; }
+new() { V7_STACK_FILE="$tmp/stack.toml" V7_STATE_DIR="$root/.v7" NO_COLOR=1 "$xtask" "$@"; }
 old() { V7_STACK_FILE="$tmp/old-stack.toml" V7_STATE_DIR="$tmp/old-state" NO_COLOR=1 "$old_xtask" "$@"; }
 cleanup() {
   new down --volumes >/dev/null 2>&1 || true
   old down --volumes >/dev/null 2>&1 || true
-  for svc in nats clickhouse prometheus analytics-engine backend web; do
-    pod rmi "localhost/v7bench-registry-free/$svc:latest" >/dev/null 2>&1 || true
+  for svc in base:bookworm nats:latest clickhouse:latest prometheus:latest analytics-engine:latest backend:latest web:latest; do
+    pod rmi "localhost/v7bench-registry-free/$svc" >/dev/null 2>&1 || true
   done
+  rm -rf "$root/.v7/stacks/v7bench"
   git worktree remove --force "$old_tree" >/dev/null 2>&1 || true
+  git worktree remove --force "$new_tree" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -147,6 +155,9 @@ for i in $(seq "$runs"); do
   awk -v a="$cold" -v b="$chain_s" 'BEGIN { printf "%.3f\n", a / b }' >> "$tmp/ratio"
 done
 : > "$tmp/noop"
+# One deploy with the build check first: the images must be up to date for a no-op to be one.
+new deploy --registry-free > "$tmp/warm.log" 2>&1 || { cat "$tmp/warm.log"; exit 1; }
+if grep -q ": building" "$tmp/warm.log"; then echo "images of HEAD were not up to date (rebuilt); run again" >&2; fi
 for i in $(seq "$runs"); do
   seconds "$tmp/noop.log" new deploy --registry-free >> "$tmp/noop"; echo >> "$tmp/noop"
   grep -q "nothing to change" "$tmp/noop.log" || { echo "the second deploy changed something:"; cat "$tmp/noop.log"; exit 1; }
