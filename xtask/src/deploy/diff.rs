@@ -71,7 +71,7 @@ pub fn diff(specs: &[Spec], actual: &[Container], left_out: &[(&str, String)], f
         changes.push(Change { service: spec.service.clone(), container: spec.container.clone(), action, why });
     }
     for c in actual {
-        if specs.iter().any(|s| s.container == c.name) || c.name.ends_with("-previous") {
+        if specs.iter().any(|s| s.container == c.name) || c.name.ends_with("-previous") || c.name.ends_with("-next") {
             continue;
         }
         let why = match left_out.iter().find(|(s, _)| *s == c.service) {

@@ -148,11 +148,17 @@ pub fn logs_command(
     cmd.arg(stack.container_name(service))
 }
 
-/// A deploy interrupted between stopping a container and removing its `-previous`: the
+/// A deploy interrupted during a replacement: a prepared `-next` is removed; between stopping a
+/// container and removing its `-previous`: the
 /// service's own container wins when it runs; otherwise the previous one is put back under
 /// the service's name, so the diff sees what last ran. Whether it changed anything.
 fn recover_interrupted(runner: &Runner, podman: &Podman, all: &[actual::Container]) -> Result<bool> {
     let mut changed = false;
+    for next in all.iter().filter(|c| c.name.ends_with("-next")) {
+        runner.run_checked(&podman.cmd().args(["rm", "-f", "--ignore", &next.name]))?;
+        eprintln!("{}: removed {}, prepared by an interrupted deploy", next.service, next.name);
+        changed = true;
+    }
     for prev in all.iter().filter(|c| c.name.ends_with("-previous")) {
         changed = true;
         let own = prev.name.trim_end_matches("-previous");

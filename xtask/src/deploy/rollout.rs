@@ -1,8 +1,9 @@
 //! Carrying out the plan (`diff.rs`): services whose dependencies are all healthy start
 //! together, each behind its health gate (`health.rs`), one live line per service.
 //!
-//! A replacement keeps service as long as podman allows: the old container is stopped and
-//! renamed `<name>-previous` (not removed), the new one is started under the service's name,
+//! A replacement keeps service as long as podman allows: the new container is created (as
+//! `<name>-next`) while the old one still serves, then the old one is stopped and renamed
+//! `<name>-previous` (not removed), the new one renamed to the service's name and started,
 //! and only once the whole deploy has succeeded are the previous containers removed. When a
 //! new container does not get healthy, the previous one is put back and started at once, the
 //! other changes of this deploy are undone (containers it created are removed, containers it
@@ -212,17 +213,27 @@ impl Rollout<'_> {
             }
             Action::Replace => {
                 let previous = stack.previous_container_name(s);
+                let next = format!("{container}-next");
                 self.remove(&previous);
-                // The stop is where the outage starts; it ends when the new one is healthy.
+                self.remove(&next);
+                // Created while the old one still serves: the outage is stop + start + health,
+                // not image and storage setup. A create that fails costs no outage at all.
+                self.podman_run(spec, &spec.create_command(podman, stack, &next), &next)?;
+                // The stop is where the outage starts; it ends when the new one answers.
                 runner.run_checked(&podman.cmd().args(["stop", "-t", "10", container]))?;
                 runner.run_checked(&podman.cmd().args(["rename", container, &previous]))?;
-                let healthy = self.run_new(spec).and_then(|()| {
-                    if runner.dry_run {
-                        return Ok(Duration::ZERO);
-                    }
-                    wait_healthy(runner, podman, stack, s, self.timeout).inspect_err(|_| self.print_logs(s, container))
-                });
+                let healthy = runner
+                    .run_checked(&podman.cmd().args(["rename", &next, container]))
+                    .and_then(|_| runner.run_checked(&podman.cmd().args(["start", container])))
+                    .and_then(|_| {
+                        if runner.dry_run {
+                            return Ok(Duration::ZERO);
+                        }
+                        wait_healthy(runner, podman, stack, s, self.timeout)
+                            .inspect_err(|_| self.print_logs(s, container))
+                    });
                 if let Err(e) = healthy {
+                    self.remove(&next);
                     return match self.put_back(s) {
                         Ok(()) => Err(e.context(format!("rolled back {s} to the previous container"))),
                         Err(back) => {
@@ -238,20 +249,24 @@ impl Rollout<'_> {
     /// `podman run` of the spec under the service's name; a container that did not start is
     /// removed (podman leaves it in state Created when, say, a port cannot be bound).
     fn run_new(&self, spec: &Spec) -> Result<()> {
-        let run = spec.run_command(self.podman, self.stack, &spec.container);
-        let mut out = self.runner.run_captured(&run)?;
+        self.podman_run(spec, &spec.run_command(self.podman, self.stack, &spec.container), &spec.container)
+    }
+
+    /// `podman run` or `podman create` of a spec as `name`; what a failure left is removed.
+    fn podman_run(&self, spec: &Spec, cmd: &crate::process::Cmd, name: &str) -> Result<()> {
+        let mut out = self.runner.run_captured(cmd)?;
         // podman 4.3 can release a removed container's name a moment after `rm` returns.
         if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is already in use") {
             std::thread::sleep(Duration::from_secs(1));
-            out = self.runner.run_captured(&run)?;
+            out = self.runner.run_captured(cmd)?;
         }
         if out.status.success() {
             return Ok(());
         }
-        self.remove(&spec.container);
+        self.remove(name);
         let err = last_line(&out.stderr);
         let hint = explain_failure(&err).map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-        bail!("{}: podman run failed: {err}{hint}", spec.service)
+        bail!("{}: podman {} failed: {err}{hint}", spec.service, cmd.args.first().map_or("run", String::as_str))
     }
 
     /// The new container removed, the previous one renamed back, started and checked.

@@ -161,7 +161,16 @@ impl Spec {
 
     /// `podman run -d` for this spec under `name` (the service's container name, normally).
     pub fn run_command(&self, podman: &Podman, stack: &Stack, name: &str) -> Cmd {
-        let mut cmd = podman.cmd().args(["run", "-d", "--name", name]);
+        self.command(podman.cmd().args(["run", "-d", "--name", name]), stack)
+    }
+
+    /// `podman create`: the container made, not started (a replacement prepares it while the
+    /// old one still serves).
+    pub fn create_command(&self, podman: &Podman, stack: &Stack, name: &str) -> Cmd {
+        self.command(podman.cmd().args(["create", "--name", name]), stack)
+    }
+
+    fn command(&self, mut cmd: Cmd, stack: &Stack) -> Cmd {
         cmd = cmd.arg("--label").arg(format!("{PROJECT_LABEL}={}", stack.project.name));
         cmd = cmd.arg("--label").arg(format!("{SERVICE_LABEL}={}", self.service));
         cmd = cmd.arg("--label").arg(format!("{FINGERPRINT_LABEL}={}", self.fingerprint()));
