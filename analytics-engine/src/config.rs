@@ -1,4 +1,7 @@
-//! Configuration from environment variables (see `docs/contracts.md`); every variable has a default.
+//! Configuration from environment variables (see `docs/contracts.md` and the README); every
+//! variable has a default. The JetStream names and limits are the shared contract of issue 10:
+//! backend reads the same variables with the same defaults, because whichever service starts
+//! first creates the stream.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +25,14 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub nats_url: String,
     pub nats_subject: String,
+    /// `V7_NATS_STREAM`: the JetStream stream capturing `nats_subject`.
+    pub nats_stream: String,
+    /// `V7_NATS_CONSUMER`: the durable pull consumer every engine instance shares.
+    pub nats_consumer: String,
+    /// `V7_STREAM_MAX_BYTES`: the stream's `max_bytes` (discard New: a full stream refuses).
+    pub stream_max_bytes: i64,
+    /// `V7_STREAM_MAX_AGE_SECS`: the stream's `max_age`; zero means no age limit.
+    pub stream_max_age: Duration,
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub clickhouse_user: String,
@@ -31,16 +42,31 @@ pub struct Config {
     /// Prepended to `PYTHONPATH` of the statistics process (tests and local runs point it at
     /// `analytics-engine/python`; the image installs the package so it stays `None`).
     pub python_path: Option<PathBuf>,
-    /// Flush pending inserts at least this often.
+    /// `V7_INGEST_FLUSH_MS`: how long one pull request waits for its batch to fill, i.e. the
+    /// longest an event waits in NATS for a batch to be inserted when traffic is low.
     pub flush_interval: Duration,
-    /// Flush as soon as this many events are pending.
+    /// `V7_INGEST_BATCH`: messages per pull request and per ClickHouse insert. It is also all the
+    /// engine ever holds unacknowledged in memory: nothing more is fetched until they are stored.
     pub batch_size: usize,
-    /// Events kept in memory while ClickHouse is unreachable; the oldest are dropped beyond.
-    pub max_pending: usize,
+    /// `V7_STATS_CACHE_MS`: how long a `GetStats` answer is reused for the same request (the
+    /// dashboards poll every 5 s; zero still coalesces concurrent identical requests).
+    pub stats_cache_ttl: Duration,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50051";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9100";
+pub const DEFAULT_NATS_STREAM: &str = "V7_EVENTS";
+pub const DEFAULT_NATS_CONSUMER: &str = "analytics-engine";
+/// 1 GiB, the contract's default `max_bytes`.
+pub const DEFAULT_STREAM_MAX_BYTES: i64 = 1_073_741_824;
+/// 7 days, the contract's default `max_age`.
+pub const DEFAULT_STREAM_MAX_AGE_SECS: u64 = 604_800;
+/// Upper bound of `V7_STREAM_MAX_AGE_SECS` (100 years): JetStream keeps `max_age` in nanoseconds
+/// as an i64, so larger values would overflow on the server (backend uses the same bound).
+const MAX_AGE_SECS_LIMIT: u64 = 100 * 365 * 24 * 3600;
+/// Upper bound of `V7_INGEST_BATCH`: the consumer's `max_ack_pending` (10 000); a pull asking
+/// for more could never be filled.
+pub const MAX_BATCH: u64 = 10_000;
 
 impl Config {
     /// Reads the process environment.
@@ -76,11 +102,33 @@ impl Config {
         if nats_subject.contains(char::is_whitespace) {
             bail!("V7_NATS_SUBJECT must not contain whitespace, got {nats_subject:?}");
         }
+        let nats_stream = get("V7_NATS_STREAM", DEFAULT_NATS_STREAM);
+        validate_name(&nats_stream).context("V7_NATS_STREAM")?;
+        let nats_consumer = get("V7_NATS_CONSUMER", DEFAULT_NATS_CONSUMER);
+        validate_name(&nats_consumer).context("V7_NATS_CONSUMER")?;
+        let stream_max_bytes = parse_int("V7_STREAM_MAX_BYTES", &get("V7_STREAM_MAX_BYTES", ""), 1, i64::MAX as u64)?
+            .map_or(DEFAULT_STREAM_MAX_BYTES, |v| v as i64);
+        let stream_max_age = Duration::from_secs(
+            parse_int("V7_STREAM_MAX_AGE_SECS", &get("V7_STREAM_MAX_AGE_SECS", ""), 0, MAX_AGE_SECS_LIMIT)?
+                .unwrap_or(DEFAULT_STREAM_MAX_AGE_SECS),
+        );
+        let batch_size =
+            parse_int("V7_INGEST_BATCH", &get("V7_INGEST_BATCH", ""), 1, MAX_BATCH)?.unwrap_or(500) as usize;
+        let flush_interval = Duration::from_millis(
+            parse_int("V7_INGEST_FLUSH_MS", &get("V7_INGEST_FLUSH_MS", ""), 10, 60_000)?.unwrap_or(200),
+        );
+        let stats_cache_ttl = Duration::from_millis(
+            parse_int("V7_STATS_CACHE_MS", &get("V7_STATS_CACHE_MS", ""), 0, 60_000)?.unwrap_or(1000),
+        );
         Ok(Config {
             grpc_addr,
             http_addr,
             nats_url: get("V7_NATS_URL", "nats://127.0.0.1:4222"),
             nats_subject,
+            nats_stream,
+            nats_consumer,
+            stream_max_bytes,
+            stream_max_age,
             clickhouse_url,
             clickhouse_database,
             clickhouse_user: get("V7_CLICKHOUSE_USER", "default"),
@@ -88,11 +136,35 @@ impl Config {
             python: get("V7_PYTHON", "python3"),
             log_format,
             python_path: None,
-            flush_interval: Duration::from_millis(200),
-            batch_size: 500,
-            max_pending: 100_000,
+            flush_interval,
+            batch_size,
+            stats_cache_ttl,
         })
     }
+}
+
+/// An integer in `min..=max`; `None` when the value is empty (the caller's default applies).
+fn parse_int(var: &str, value: &str, min: u64, max: u64) -> Result<Option<u64>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match value.parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+        _ => bail!("{var} must be an integer from {min} to {max}, got {value:?}"),
+    }
+}
+
+/// A JetStream stream or durable consumer name: 1-255 bytes (it becomes a directory on the
+/// server), none of whitespace `.` `*` `>` `/` `\` (subject tokens or path separators). The
+/// same rule as backend's, so one value is valid for both services.
+fn validate_name(s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 255 {
+        bail!("must be 1 to 255 bytes, got {}", s.len());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
+        bail!("{s:?} must not contain {c:?} (no whitespace, . * > / \\)");
+    }
+    Ok(())
 }
 
 /// `V7_CLICKHOUSE_PASSWORD_FILE` (a podman secret mounted as a file: it never shows in
@@ -123,6 +195,10 @@ impl fmt::Debug for Config {
             .field("http_addr", &self.http_addr)
             .field("nats_url", &self.nats_url)
             .field("nats_subject", &self.nats_subject)
+            .field("nats_stream", &self.nats_stream)
+            .field("nats_consumer", &self.nats_consumer)
+            .field("stream_max_bytes", &self.stream_max_bytes)
+            .field("stream_max_age", &self.stream_max_age)
             .field("clickhouse_url", &self.clickhouse_url)
             .field("clickhouse_database", &self.clickhouse_database)
             .field("clickhouse_user", &self.clickhouse_user)
@@ -132,7 +208,7 @@ impl fmt::Debug for Config {
             .field("python_path", &self.python_path)
             .field("flush_interval", &self.flush_interval)
             .field("batch_size", &self.batch_size)
-            .field("max_pending", &self.max_pending)
+            .field("stats_cache_ttl", &self.stats_cache_ttl)
             .finish()
     }
 }
@@ -159,6 +235,13 @@ mod tests {
         assert_eq!(c.python, "python3");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.python_path, None);
+        assert_eq!(c.nats_stream, "V7_EVENTS");
+        assert_eq!(c.nats_consumer, "analytics-engine");
+        assert_eq!(c.stream_max_bytes, 1_073_741_824);
+        assert_eq!(c.stream_max_age, Duration::from_secs(604_800));
+        assert_eq!(c.batch_size, 500);
+        assert_eq!(c.flush_interval, Duration::from_millis(200));
+        assert_eq!(c.stats_cache_ttl, Duration::from_millis(1000));
     }
 
     #[test]
@@ -174,8 +257,22 @@ mod tests {
             ("V7_CLICKHOUSE_PASSWORD", " p w "),
             ("V7_PYTHON", "/usr/bin/python3.11"),
             ("V7_LOG_FORMAT", "TEXT"),
+            ("V7_NATS_STREAM", "EVENTS_2"),
+            ("V7_NATS_CONSUMER", "ae-2"),
+            ("V7_STREAM_MAX_BYTES", "4096"),
+            ("V7_STREAM_MAX_AGE_SECS", "0"),
+            ("V7_INGEST_BATCH", "50"),
+            ("V7_INGEST_FLUSH_MS", "1000"),
+            ("V7_STATS_CACHE_MS", "0"),
         ]))
         .unwrap();
+        assert_eq!(c.nats_stream, "EVENTS_2");
+        assert_eq!(c.nats_consumer, "ae-2");
+        assert_eq!(c.stream_max_bytes, 4096);
+        assert_eq!(c.stream_max_age, Duration::ZERO);
+        assert_eq!(c.batch_size, 50);
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.stats_cache_ttl, Duration::ZERO);
         assert_eq!(c.grpc_addr, "127.0.0.1:6000".parse().unwrap());
         assert_eq!(c.http_addr, "0.0.0.0:7000".parse().unwrap());
         assert_eq!(c.nats_url, "nats://nats:4222");
@@ -217,6 +314,22 @@ mod tests {
         assert!(Config::from_map(&map(&[("V7_LOG_FORMAT", "xml")])).is_err());
         assert!(Config::from_map(&map(&[("V7_CLICKHOUSE_DATABASE", "a;drop")])).is_err());
         assert!(Config::from_map(&map(&[("V7_CLICKHOUSE_URL", "https://ch:8443")])).is_err());
+        for (var, bad) in [
+            ("V7_NATS_STREAM", "v7.events"),
+            ("V7_NATS_STREAM", "A B"),
+            ("V7_NATS_CONSUMER", "a/b"),
+            ("V7_NATS_CONSUMER", "x>"),
+            ("V7_STREAM_MAX_BYTES", "0"),
+            ("V7_STREAM_MAX_BYTES", "-1"),
+            ("V7_STREAM_MAX_AGE_SECS", "1e3"),
+            ("V7_INGEST_BATCH", "0"),
+            ("V7_INGEST_BATCH", "10001"),
+            ("V7_INGEST_FLUSH_MS", "5"),
+            ("V7_STATS_CACHE_MS", "x"),
+        ] {
+            let e = Config::from_map(&map(&[(var, bad)])).unwrap_err();
+            assert!(format!("{e:#}").contains(var), "{var}={bad}: {e:#}");
+        }
     }
 
     #[test]

@@ -23,19 +23,25 @@ async fn healthz() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }
 
+/// Ready = the engine can do its job: NATS connected with the consumer bound, ClickHouse
+/// answering with the schema in place. Python is reported but does not gate readiness:
+/// neither ingestion nor `GetStats` depends on it any more.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let nats = shared.nats.ready();
-    let clickhouse = shared.clickhouse.ping().await.map_err(|e| format!("{e:#}"));
-    let python = if shared.python.is_alive() { Ok(()) } else { Err("process not running".to_string()) };
-    let checks = [("nats", nats), ("clickhouse", clickhouse), ("python", python)];
-    let not_ready: Vec<&str> = checks.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| *n).collect();
-    let mut detail = serde_json::Map::new();
-    for (name, r) in &checks {
-        let v = match r {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => json!({"ok": false, "error": e}),
-        };
-        detail.insert((*name).to_string(), v);
+    let report = crate::health::report(&shared).await;
+    let mut not_ready = Vec::new();
+    let mut checks = serde_json::Map::new();
+    for d in &report.dependencies {
+        let mut ok = d.ok;
+        let mut detail = d.detail.clone();
+        if d.name == "clickhouse" && ok && !report.schema_ready {
+            ok = false;
+            detail = format!("schema not ready ({detail})");
+        }
+        if !ok && d.name != "python" {
+            not_ready.push(d.name);
+        }
+        let v = if ok { json!({"ok": true, "detail": detail}) } else { json!({"ok": false, "error": detail}) };
+        checks.insert(d.name.to_string(), v);
     }
     let ready = not_ready.is_empty();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -44,7 +50,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         Json(json!({
             "status": if ready { "ready" } else { "not ready" },
             "not_ready": not_ready,
-            "checks": detail,
+            "checks": checks,
         })),
     )
         .into_response()

@@ -1,16 +1,19 @@
-//! V7 analytics-engine: subscribes to events on NATS, stores them in ClickHouse and serves
-//! statistics over gRPC, computed by the Python component `v7stats`.
+//! V7 analytics-engine: consumes the events from a JetStream durable consumer, stores each
+//! exactly once in effect in ClickHouse, and serves statistics computed by ClickHouse over gRPC.
 //!
 //! [`serve`] runs everything in-process (main.rs and the integration tests use it).
 
 pub mod clickhouse;
+pub mod coalesce;
 pub mod config;
 pub mod event;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod python;
+pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub use config::{Config, LogFormat};
 
@@ -32,8 +35,11 @@ pub mod pb {
 pub struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     pub clickhouse: clickhouse::ClickHouse,
+    pub schema: Arc<ingest::SchemaState>,
     pub python: Arc<python::PythonStats>,
     pub nats: Arc<ingest::NatsState>,
+    pub stats: stats::Stats,
+    pub health: health::HealthCache,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -70,19 +76,23 @@ impl Server {
             .await
             .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let clickhouse = clickhouse::ClickHouse::new(
+            &config.clickhouse_url,
+            &config.clickhouse_database,
+            &config.clickhouse_user,
+            &config.clickhouse_password,
+        )?;
         let shared = Arc::new(Shared {
-            clickhouse: clickhouse::ClickHouse::new(
-                &config.clickhouse_url,
-                &config.clickhouse_database,
-                &config.clickhouse_user,
-                &config.clickhouse_password,
-            )?,
+            stats: stats::Stats::new(clickhouse.clone(), metrics.clone(), config.stats_cache_ttl),
+            clickhouse,
+            schema: Arc::new(ingest::SchemaState::default()),
             python: Arc::new(python::PythonStats::new(
                 config.python.clone(),
                 config.python_path.clone(),
                 metrics.clone(),
             )),
             nats: Arc::new(ingest::NatsState::default()),
+            health: health::cache(),
             metrics,
         });
         Ok(Server { config, http, grpc, shared })
@@ -101,13 +111,14 @@ impl Server {
         self.shared.clone()
     }
 
-    /// Runs until `shutdown` completes, then stops subscribing, flushes pending inserts,
-    /// stops the servers and the Python process.
+    /// Runs until `shutdown` completes, then stops fetching, stores and acknowledges the batch
+    /// in hand, stops the servers and the Python process.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server { config, http, grpc, shared } = self;
         tracing::info!(
             http = %http.local_addr()?, grpc = %grpc.local_addr()?,
             nats_url = %config.nats_url, subject = %config.nats_subject,
+            stream = %config.nats_stream, consumer = %config.nats_consumer,
             clickhouse_url = %config.clickhouse_url, database = %config.clickhouse_database,
             python = %config.python,
             "analytics-engine starting"
@@ -115,27 +126,16 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let python_task = tokio::spawn(shared.python.clone().supervise(stop_rx.clone()));
-
-        let (row_tx, row_rx) = mpsc::channel(config.batch_size.max(1) * 20);
-        let writer_task = tokio::spawn(ingest::run_writer(
-            shared.clickhouse.clone(),
-            shared.metrics.clone(),
-            row_rx,
-            ingest::WriterSettings {
-                batch_size: config.batch_size,
-                flush_interval: config.flush_interval,
-                max_pending: config.max_pending,
-                final_flush_timeout: Duration::from_secs(5),
-            },
-        ));
-        let nats_task = tokio::spawn(ingest::run_subscriber(
-            config.nats_url.clone(),
-            config.nats_subject.clone(),
-            shared.nats.clone(),
-            shared.metrics.clone(),
-            row_tx,
-            stop_rx.clone(),
-        ));
+        let schema_task =
+            tokio::spawn(ingest::run_schema(shared.clickhouse.clone(), shared.schema.clone(), stop_rx.clone()));
+        let ingest = ingest::Ingest {
+            settings: ingest::IngestSettings::from_config(&config),
+            nats: shared.nats.clone(),
+            ch: shared.clickhouse.clone(),
+            schema: shared.schema.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        let ingest_task = tokio::spawn(ingest.run(stop_rx.clone()));
 
         let mut http_stop = stop_rx.clone();
         let router = http::router(shared.clone());
@@ -160,14 +160,14 @@ impl Server {
             r = &mut http_task => Some(anyhow::anyhow!("HTTP server stopped: {r:?}")),
             r = &mut grpc_task => Some(anyhow::anyhow!("gRPC server stopped: {r:?}")),
         };
-        tracing::info!("shutting down: stop subscribing, flush pending inserts, stop python");
+        tracing::info!("shutting down: stop fetching, store and acknowledge the batch in hand, stop python");
         let _ = stop_tx.send(true);
 
-        let _ = nats_task.await;
+        let _ = ingest_task.await;
+        let _ = schema_task.await;
         if let Some(client) = shared.nats.client.write().expect("nats state lock").take() {
             drop(client);
         }
-        let _ = writer_task.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             if !http_task.is_finished() {
                 let _ = (&mut http_task).await;

@@ -8,10 +8,12 @@ pub struct Metrics {
     pub events_received: AtomicU64,
     pub events_stored: AtomicU64,
     pub events_invalid: AtomicU64,
-    pub events_dropped: AtomicU64,
+    pub events_redelivered: AtomicU64,
+    pub events_acked: AtomicU64,
     pub insert_failures: AtomicU64,
     pub stats_requests: AtomicU64,
     pub stats_failures: AtomicU64,
+    pub stats_queries: AtomicU64,
     pub python_restarts: AtomicU64,
     pub pending_events: AtomicU64,
 }
@@ -31,14 +33,19 @@ impl Metrics {
 
     /// Renders every metric (Prometheus text exposition format 0.0.4).
     pub fn render(&self) -> String {
-        let items: [(&str, &str, &str, &AtomicU64); 9] = [
+        let items: [(&str, &str, &str, &AtomicU64); 11] = [
             (
                 "v7_analytics_events_received_total",
                 "counter",
-                "Messages received on the NATS subject.",
+                "Messages fetched from the JetStream consumer (redeliveries included).",
                 &self.events_received,
             ),
-            ("v7_analytics_events_stored_total", "counter", "Events inserted into ClickHouse.", &self.events_stored),
+            (
+                "v7_analytics_events_stored_total",
+                "counter",
+                "Event rows inserted into ClickHouse (a redelivered event is inserted again and collapses there).",
+                &self.events_stored,
+            ),
             (
                 "v7_analytics_events_invalid_total",
                 "counter",
@@ -46,10 +53,16 @@ impl Metrics {
                 &self.events_invalid,
             ),
             (
-                "v7_analytics_events_dropped_total",
+                "v7_analytics_events_redelivered_total",
                 "counter",
-                "Valid events dropped because the pending buffer was full.",
-                &self.events_dropped,
+                "Messages JetStream delivered more than once (not acknowledged in time, or an engine died).",
+                &self.events_redelivered,
+            ),
+            (
+                "v7_analytics_events_acked_total",
+                "counter",
+                "Messages acknowledged after their event was stored.",
+                &self.events_acked,
             ),
             (
                 "v7_analytics_insert_failures_total",
@@ -65,12 +78,23 @@ impl Metrics {
             ),
             ("v7_analytics_stats_failures_total", "counter", "GetStats requests that failed.", &self.stats_failures),
             (
+                "v7_analytics_stats_queries_total",
+                "counter",
+                "GetStats computations run against ClickHouse (the rest were coalesced or cached).",
+                &self.stats_queries,
+            ),
+            (
                 "v7_analytics_python_restarts_total",
                 "counter",
                 "Restarts of the Python statistics process after it died.",
                 &self.python_restarts,
             ),
-            ("v7_analytics_pending_events", "gauge", "Events waiting to be inserted.", &self.pending_events),
+            (
+                "v7_analytics_pending_events",
+                "gauge",
+                "Fetched events held in memory, not yet stored and acknowledged.",
+                &self.pending_events,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in items {

@@ -1,6 +1,10 @@
 //! The Python statistics component: one long-lived `$V7_PYTHON -m v7stats.server` child,
 //! spoken to with newline-delimited JSON over its stdin/stdout (protocol in README.md and in
 //! the `v7stats.server` docstring). Restarted when it dies.
+//!
+//! `GetStats` no longer goes through it (ClickHouse aggregates, see `stats`): its `stats` op is
+//! the reference implementation of the statistic definitions, which the integration tests hold
+//! ClickHouse's aggregates against, and `Health` reports whether it answers `ping`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,6 +59,8 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub ok: Option<bool>,
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// Encodes a stats request as one line (with the trailing `\n`).
@@ -206,13 +212,13 @@ impl PythonStats {
         self.ensure(&mut slot).is_ok()
     }
 
-    async fn round_trip(p: &mut Proc, line: &str) -> Result<String> {
+    async fn round_trip(p: &mut Proc, line: &str, timeout: Duration) -> Result<String> {
         p.stdin.write_all(line.as_bytes()).await.context("writing to the statistics process")?;
         p.stdin.flush().await.context("flushing to the statistics process")?;
         let mut answer = String::new();
-        let n = tokio::time::timeout(REQUEST_TIMEOUT, p.stdout.read_line(&mut answer))
+        let n = tokio::time::timeout(timeout, p.stdout.read_line(&mut answer))
             .await
-            .map_err(|_| anyhow!("statistics process did not answer within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|_| anyhow!("statistics process did not answer within {timeout:?}"))?
             .context("reading from the statistics process")?;
         if n == 0 {
             bail!("statistics process closed its stdout");
@@ -220,11 +226,33 @@ impl PythonStats {
         Ok(answer)
     }
 
-    async fn request<T>(&self, line: String, id: u64, decode: impl Fn(&str, u64) -> Result<T>) -> Result<T> {
+    /// One request/response. The timeout is enforced here, never by dropping this future from
+    /// outside: an answer arriving after the caller left would be read as the next request's.
+    ///
+    /// `spawn`: start the process when it is not running (a `stats` request), or fail at once
+    /// (the health `ping`: reporting must not wait for an interpreter to start; the supervisor
+    /// starts it).
+    async fn request<T>(
+        &self,
+        line: String,
+        id: u64,
+        timeout: Duration,
+        spawn: bool,
+        decode: impl Fn(&str, u64) -> Result<T>,
+    ) -> Result<T> {
         let mut slot = self.proc.lock().await;
+        if !spawn {
+            let running = match slot.as_mut() {
+                Some(p) => matches!(p.child.try_wait(), Ok(None)),
+                None => false,
+            };
+            if !running {
+                bail!("the statistics process is not running (the supervisor restarts it)");
+            }
+        }
         self.ensure(&mut slot)?;
         let p = slot.as_mut().expect("ensure leaves a process");
-        let outcome = match Self::round_trip(p, &line).await {
+        let outcome = match Self::round_trip(p, &line, timeout).await {
             Err(e) => Err(Failure::Broken(e)),
             Ok(answer) => match serde_json::from_str::<Response>(answer.trim_end()) {
                 // A well-formed error line for our id: the process itself is fine.
@@ -253,18 +281,20 @@ impl PythonStats {
     /// Statistics per kind of `groups` (kind -> values).
     pub async fn stats(&self, groups: &BTreeMap<String, Vec<f64>>) -> Result<Vec<KindStats>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.request(encode_stats_request(id, groups), id, decode_stats_response).await
+        self.request(encode_stats_request(id, groups), id, REQUEST_TIMEOUT, true, decode_stats_response).await
     }
 
-    /// A protocol-level ping.
-    pub async fn ping(&self) -> Result<()> {
+    /// A protocol-level ping of the running process, answered within `timeout`; returns the
+    /// component's version. A process that does not answer in time is killed (and restarted by
+    /// the supervisor); none running is an error at once.
+    pub async fn ping(&self, timeout: Duration) -> Result<String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.request(encode_ping_request(id), id, |line, id| {
+        self.request(encode_ping_request(id), id, timeout, false, |line, id| {
             let r = decode_line(line, id)?;
             if r.ok != Some(true) {
                 bail!("ping answered without ok");
             }
-            Ok(())
+            Ok(r.version.unwrap_or_default())
         })
         .await
     }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:3000";
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50053";
@@ -10,6 +11,13 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_NATS_SUBJECT: &str = "v7.events";
 pub const DEFAULT_ANALYTICS_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_LOG_FILTER: &str = "info";
+pub const DEFAULT_NATS_STREAM: &str = "V7_EVENTS";
+/// 1 GiB: the shared contract's default for `V7_STREAM_MAX_BYTES`.
+pub const DEFAULT_STREAM_MAX_BYTES: i64 = 1_073_741_824;
+/// 7 days: the shared contract's default for `V7_STREAM_MAX_AGE_SECS`.
+pub const DEFAULT_STREAM_MAX_AGE_SECS: u64 = 604_800;
+pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus:9090";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -23,7 +31,18 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     pub nats_url: String,
     pub nats_subject: String,
+    /// `V7_NATS_STREAM`: the JetStream stream capturing `nats_subject` (shared with
+    /// analytics-engine, which creates it with the same config if it comes first).
+    pub nats_stream: String,
+    /// `V7_STREAM_MAX_BYTES`: the stream's `max_bytes` (discard New: a full stream refuses).
+    pub stream_max_bytes: i64,
+    /// `V7_STREAM_MAX_AGE_SECS`: the stream's `max_age`; 0 means no age limit.
+    pub stream_max_age: Duration,
+    /// `V7_PUBLISH_TIMEOUT_MS`: how long one request may wait for all its JetStream acks.
+    pub publish_timeout: Duration,
     pub analytics_url: String,
+    /// `V7_PROMETHEUS_URL`: probed (`/-/ready`) for `GET /api/health` only.
+    pub prometheus_url: String,
     pub log_format: LogFormat,
     /// `RUST_LOG` (an `EnvFilter` directive), default `info`.
     pub log_filter: String,
@@ -83,6 +102,20 @@ impl Config {
         let nats_subject = get("V7_NATS_SUBJECT", DEFAULT_NATS_SUBJECT);
         validate_subject(&nats_subject).map_err(|message| ConfigError { var: "V7_NATS_SUBJECT", message })?;
 
+        let nats_stream = get("V7_NATS_STREAM", DEFAULT_NATS_STREAM);
+        validate_stream_name(&nats_stream).map_err(|message| ConfigError { var: "V7_NATS_STREAM", message })?;
+
+        let stream_max_bytes = parse_int("V7_STREAM_MAX_BYTES", &get("V7_STREAM_MAX_BYTES", ""), 1, i64::MAX as u64)?
+            .map_or(DEFAULT_STREAM_MAX_BYTES, |v| v as i64);
+        let stream_max_age = Duration::from_secs(
+            parse_int("V7_STREAM_MAX_AGE_SECS", &get("V7_STREAM_MAX_AGE_SECS", ""), 0, MAX_AGE_SECS_LIMIT)?
+                .unwrap_or(DEFAULT_STREAM_MAX_AGE_SECS),
+        );
+        let publish_timeout = Duration::from_millis(
+            parse_int("V7_PUBLISH_TIMEOUT_MS", &get("V7_PUBLISH_TIMEOUT_MS", ""), 1, PUBLISH_TIMEOUT_MS_LIMIT)?
+                .unwrap_or(DEFAULT_PUBLISH_TIMEOUT_MS),
+        );
+
         let analytics_url = get("V7_ANALYTICS_URL", DEFAULT_ANALYTICS_URL);
         if !(analytics_url.starts_with("http://") || analytics_url.starts_with("https://")) {
             return Err(ConfigError {
@@ -97,6 +130,10 @@ impl Config {
             });
         }
 
+        let prometheus_url = get("V7_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL);
+        crate::health::parse_http_url(&prometheus_url)
+            .map_err(|message| ConfigError { var: "V7_PROMETHEUS_URL", message })?;
+
         let log_format = match get("V7_LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
@@ -110,8 +147,50 @@ impl Config {
 
         let log_filter = get("RUST_LOG", DEFAULT_LOG_FILTER);
 
-        Ok(Config { http_addr, grpc_addr, nats_url, nats_subject, analytics_url, log_format, log_filter })
+        Ok(Config {
+            http_addr,
+            grpc_addr,
+            nats_url,
+            nats_subject,
+            nats_stream,
+            stream_max_bytes,
+            stream_max_age,
+            publish_timeout,
+            analytics_url,
+            prometheus_url,
+            log_format,
+            log_filter,
+        })
     }
+}
+
+/// Upper bound of `V7_STREAM_MAX_AGE_SECS` (100 years): JetStream keeps `max_age` in
+/// nanoseconds as an i64, so larger values would overflow on the server.
+const MAX_AGE_SECS_LIMIT: u64 = 100 * 365 * 24 * 3600;
+/// Upper bound of `V7_PUBLISH_TIMEOUT_MS` (10 min): a request waiting longer is useless to a client.
+const PUBLISH_TIMEOUT_MS_LIMIT: u64 = 600_000;
+
+/// An integer in `min..=max`; `None` when the value is empty (the caller's default applies).
+fn parse_int(var: &'static str, value: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match value.parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+        _ => Err(ConfigError { var, message: format!("expected an integer from {min} to {max}, got {value:?}") }),
+    }
+}
+
+/// A JetStream stream name: non-empty, at most 255 bytes (it becomes a directory on the
+/// server), none of whitespace `.` `*` `>` `/` `\` (they are subject tokens or path separators).
+fn validate_stream_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 255 {
+        return Err(format!("stream name must be 1 to 255 bytes, got {}", s.len()));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
+        return Err(format!("stream name {s:?} must not contain {c:?} (no whitespace, . * > / \\)"));
+    }
+    Ok(())
 }
 
 fn parse_addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -149,6 +228,11 @@ mod tests {
         assert_eq!(c.analytics_url, "http://127.0.0.1:50051");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.nats_stream, "V7_EVENTS");
+        assert_eq!(c.stream_max_bytes, 1_073_741_824);
+        assert_eq!(c.stream_max_age, Duration::from_secs(604_800));
+        assert_eq!(c.publish_timeout, Duration::from_millis(5000));
+        assert_eq!(c.prometheus_url, "http://prometheus:9090");
     }
 
     #[test]
@@ -161,6 +245,11 @@ mod tests {
             ("V7_ANALYTICS_URL", "http://analytics-engine:50051"),
             ("V7_LOG_FORMAT", "TEXT"),
             ("RUST_LOG", "backend=debug"),
+            ("V7_NATS_STREAM", "EVENTS_2"),
+            ("V7_STREAM_MAX_BYTES", "4096"),
+            ("V7_STREAM_MAX_AGE_SECS", "0"),
+            ("V7_PUBLISH_TIMEOUT_MS", "250"),
+            ("V7_PROMETHEUS_URL", "http://127.0.0.1:9091"),
         ]))
         .unwrap();
         assert_eq!(c.http_addr, "127.0.0.1:8080".parse().unwrap());
@@ -170,6 +259,11 @@ mod tests {
         assert_eq!(c.analytics_url, "http://analytics-engine:50051");
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.log_filter, "backend=debug");
+        assert_eq!(c.nats_stream, "EVENTS_2");
+        assert_eq!(c.stream_max_bytes, 4096);
+        assert_eq!(c.stream_max_age, Duration::ZERO);
+        assert_eq!(c.publish_timeout, Duration::from_millis(250));
+        assert_eq!(c.prometheus_url, "http://127.0.0.1:9091");
     }
 
     #[test]
@@ -191,6 +285,18 @@ mod tests {
             ("V7_ANALYTICS_URL", "analytics:50051"),
             ("V7_ANALYTICS_URL", "https://analytics:50051"),
             ("V7_LOG_FORMAT", "yaml"),
+            ("V7_NATS_STREAM", "v7.events"),
+            ("V7_NATS_STREAM", "A B"),
+            ("V7_NATS_STREAM", "a/b"),
+            ("V7_STREAM_MAX_BYTES", "0"),
+            ("V7_STREAM_MAX_BYTES", "-1"),
+            ("V7_STREAM_MAX_BYTES", "1GB"),
+            ("V7_STREAM_MAX_AGE_SECS", "-5"),
+            ("V7_STREAM_MAX_AGE_SECS", "99999999999999"),
+            ("V7_PUBLISH_TIMEOUT_MS", "0"),
+            ("V7_PUBLISH_TIMEOUT_MS", "soon"),
+            ("V7_PROMETHEUS_URL", "prometheus:9090"),
+            ("V7_PROMETHEUS_URL", "https://prometheus:9090"),
         ];
         for (var, value) in cases {
             let err = Config::from_map(&map(&[(var, value)])).unwrap_err();

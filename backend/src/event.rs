@@ -16,10 +16,16 @@ pub const SOURCE_MAX: usize = 64;
 pub const ATTRIBUTES_MAX: usize = 32;
 pub const ATTRIBUTE_KEY_MAX: usize = 64;
 pub const ATTRIBUTE_VALUE_MAX: usize = 256;
+/// A client-supplied id: 1 to `ID_MAX` characters of `[A-Za-z0-9_.:-]` (it becomes the
+/// JetStream `Nats-Msg-Id`, so it must be a header-safe token).
+pub const ID_MAX: usize = 64;
 
 /// An event as a producer sent it (before validation; `ts_unix_ms` 0 means "now").
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Event {
+    /// The producer's own id, so a retry of the same event is stored once (JetStream dedupes
+    /// `Nats-Msg-Id` within the stream's duplicate window); `None` = backend makes one.
+    pub id: Option<String>,
     pub kind: String,
     pub value: f64,
     pub source: String,
@@ -80,6 +86,11 @@ pub fn parse_json(body: &[u8]) -> Result<Event, ValidationError> {
     let mut have_value = false;
     for (key, v) in obj {
         match key.as_str() {
+            "id" => match v {
+                Value::String(s) => ev.id = Some(s),
+                Value::Null => {}
+                other => return Err(type_error("id", "a string", &other)),
+            },
             "kind" => match v {
                 Value::String(s) => {
                     ev.kind = s;
@@ -136,7 +147,7 @@ pub fn parse_json(body: &[u8]) -> Result<Event, ValidationError> {
             _ => {
                 return Err(ValidationError::new(
                     key.clone(),
-                    "unknown field (expected kind, value, source, attributes, ts_unix_ms)",
+                    "unknown field (expected id, kind, value, source, attributes, ts_unix_ms)",
                 ))
             }
         }
@@ -168,6 +179,9 @@ fn json_type(v: &Value) -> &'static str {
 
 /// The rules of docs/contracts.md, shared by HTTP and gRPC.
 pub fn validate(ev: &Event) -> Result<(), ValidationError> {
+    if let Some(id) = &ev.id {
+        validate_id(id)?;
+    }
     let kind_len = ev.kind.chars().count();
     if kind_len == 0 {
         return Err(ValidationError::new("kind", "must not be empty"));
@@ -222,12 +236,23 @@ pub fn validate(ev: &Event) -> Result<(), ValidationError> {
     Ok(())
 }
 
+fn validate_id(id: &str) -> Result<(), ValidationError> {
+    let len = id.chars().count();
+    if len == 0 || len > ID_MAX {
+        return Err(ValidationError::new("id", format!("must be 1 to {ID_MAX} characters, got {len}")));
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))) {
+        return Err(ValidationError::new("id", format!("invalid character {c:?} (allowed: A-Z a-z 0-9 _ . : -)")));
+    }
+    Ok(())
+}
+
 impl Event {
-    /// Assigns the id and fills `ts_unix_ms` when 0. Call after `validate`.
+    /// Keeps the producer's id or assigns one, and fills `ts_unix_ms` when 0. Call after `validate`.
     pub fn finalize(self) -> PublishedEvent {
         let now = now_unix_ms();
         PublishedEvent {
-            id: new_id(now),
+            id: self.id.unwrap_or_else(|| new_id(now)),
             kind: self.kind,
             value: self.value,
             source: self.source,
@@ -343,7 +368,12 @@ mod tests {
             (r#"{"kind":"a","value":1,"ts_unix_ms":-1}"#.into(), "ts_unix_ms"),
             (r#"{"kind":"a","value":1,"ts_unix_ms":1.5}"#.into(), "ts_unix_ms"),
             (r#"{"kind":"a","value":1,"ts_unix_ms":"0"}"#.into(), "ts_unix_ms"),
-            (r#"{"kind":"a","value":1,"id":"x"}"#.into(), "id"),
+            (r#"{"kind":"a","value":1,"id":""}"#.into(), "id"),
+            (r#"{"kind":"a","value":1,"id":7}"#.into(), "id"),
+            (r#"{"kind":"a","value":1,"id":"has space"}"#.into(), "id"),
+            (r#"{"kind":"a","value":1,"id":"a/b"}"#.into(), "id"),
+            (r#"{"kind":"a","value":1,"id":"é"}"#.into(), "id"),
+            (format!(r#"{{"kind":"a","value":1,"id":"{}"}}"#, "i".repeat(65)), "id"),
             (r#"{"kind":"a","value":1,"valeu":2}"#.into(), "valeu"),
         ];
         for (body, field) in cases {
@@ -355,8 +385,21 @@ mod tests {
     }
 
     #[test]
+    fn client_ids_are_kept() {
+        let id = format!("Ab9_.:-{}", "x".repeat(57));
+        assert_eq!(id.len(), 64);
+        let ev = parse_json(format!(r#"{{"id":"{id}","kind":"a","value":1}}"#).as_bytes()).unwrap();
+        assert_eq!(ev.id.as_deref(), Some(id.as_str()));
+        assert_eq!(ev.finalize().id, id);
+        let ev = parse_json(br#"{"id":null,"kind":"a","value":1}"#).unwrap();
+        assert_eq!(ev.id, None);
+        assert_eq!(ev.finalize().id.len(), 36, "backend makes one");
+    }
+
+    #[test]
     fn limits_are_inclusive() {
         let ev = Event {
+            id: Some("i".repeat(ID_MAX)),
             kind: "k".repeat(64),
             value: 1.0,
             source: "s".repeat(64),

@@ -1,4 +1,5 @@
-//! gRPC `v7.ingest.v1.Ingest`: the same validation and NATS path as `POST /api/events`.
+//! gRPC `v7.ingest.v1.Ingest`: the same validation and JetStream path as `POST /api/events`; an
+//! ack only once every event is stored, else `Unavailable` (with `retry-after` metadata).
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -19,6 +20,8 @@ pub fn service(state: Arc<AppState>) -> IngestServer<IngestService> {
 impl From<PbEvent> for Event {
     fn from(e: PbEvent) -> Self {
         Event {
+            // proto3 has no "absent" for strings: empty means "backend makes one".
+            id: if e.id.is_empty() { None } else { Some(e.id) },
             kind: e.kind,
             value: e.value,
             source: e.source,
@@ -35,7 +38,14 @@ impl IngestService {
         let out = match res {
             Ok(ids) => Ok(Response::new(PublishAck { accepted: ids.len() as u32, ids })),
             Err(IngestError::Invalid(e)) => Err(Status::invalid_argument(e.to_string())),
-            Err(IngestError::Unavailable(m)) => Err(Status::unavailable(m)),
+            Err(IngestError::Unavailable(u)) => {
+                let mut status = Status::unavailable(u.message);
+                // The HTTP `Retry-After`, for gRPC clients that look (metadata is ASCII).
+                if let Ok(v) = u.retry_after_secs.to_string().parse() {
+                    status.metadata_mut().insert("retry-after", v);
+                }
+                Err(status)
+            }
         };
         let code = match &out {
             Ok(_) => tonic::Code::Ok,

@@ -1,18 +1,18 @@
-//! The HTTP API: /healthz, /readyz, POST /api/events, GET /api/stats, /metrics.
+//! The HTTP API: /healthz, /readyz, POST /api/events, GET /api/stats, GET /api/health, /metrics.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::app::{one_line, status_text, AppState, IngestError};
+use crate::app::{one_line, status_text, AppState, IngestError, Unavailable};
 use crate::event::{self, Event};
 use crate::proto::analytics::{KindStats, StatsRequest, StatsResponse};
 
@@ -22,6 +22,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/events", post(post_event))
         .route("/api/stats", get(get_stats))
+        .route("/api/health", get(get_health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
@@ -48,6 +49,13 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     res
 }
 
+/// `503` + `Retry-After`: the events were not all stored; the client should send them again.
+fn unavailable(u: &Unavailable) -> Response {
+    let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &u.message);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(u.retry_after_secs));
+    res
+}
+
 async fn healthz() -> Response {
     Json(json!({ "status": "alive" })).into_response()
 }
@@ -56,6 +64,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let r = state.readiness().await;
     let check = |c: &Result<(), String>| match c {
         Ok(()) => json!({ "ready": true }),
+        Err(e) => json!({ "ready": false, "error": e }),
+    };
+    let nats = match &r.nats {
+        Ok(s) => json!({ "ready": true, "stream": s.name, "messages": s.messages, "bytes": s.bytes }),
         Err(e) => json!({ "ready": false, "error": e }),
     };
     let mut not_ready = Vec::new();
@@ -68,7 +80,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let body = json!({
         "ready": r.ready(),
         "not_ready": not_ready,
-        "checks": { "nats": check(&r.nats), "analytics-engine": check(&r.analytics) },
+        "checks": { "nats": nats, "analytics-engine": check(&r.analytics) },
     });
     let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -85,11 +97,14 @@ async fn post_event(State(state): State<Arc<AppState>>, body: Bytes) -> Response
     match state.ingest(vec![ev], false).await {
         Ok(ids) => (StatusCode::ACCEPTED, Json(json!({ "id": ids[0] }))).into_response(),
         Err(IngestError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(IngestError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        Err(IngestError::Unavailable(u)) => unavailable(&u),
     }
 }
 
-/// Parses `?kind=&window_seconds=` (both optional); the error names the parameter.
+/// Largest `series_minutes` (one day): bounds the response to 1440 points per kind.
+pub const MAX_SERIES_MINUTES: u32 = 1440;
+
+/// Parses `?kind=&window_seconds=&series_minutes=` (all optional); the error names the parameter.
 pub fn parse_stats_query(q: &HashMap<String, String>) -> Result<StatsRequest, String> {
     let kind = q.get("kind").map(|s| s.trim().to_string()).unwrap_or_default();
     if !kind.is_empty() {
@@ -102,18 +117,36 @@ pub fn parse_stats_query(q: &HashMap<String, String>) -> Result<StatsRequest, St
             .parse::<u32>()
             .map_err(|_| format!("window_seconds: must be an integer from 0 to {}, got {s:?}", u32::MAX))?,
     };
-    Ok(StatsRequest { kind, window_seconds })
+    let series_minutes =
+        match q.get("series_minutes").map(|s| s.trim()) {
+            None | Some("") => 0,
+            Some(s) => s.parse::<u32>().ok().filter(|m| *m <= MAX_SERIES_MINUTES).ok_or_else(|| {
+                format!("series_minutes: must be an integer from 0 to {MAX_SERIES_MINUTES}, got {s:?}")
+            })?,
+        };
+    Ok(StatsRequest { kind, window_seconds, series_minutes })
 }
 
-pub fn stats_json(r: &StatsResponse) -> Value {
+/// The JSON of `/api/stats`; each kind has `per_minute` only when the request asked for a series
+/// (`series_minutes > 0`), so the answer to a plain request is unchanged.
+pub fn stats_json(r: &StatsResponse, series: bool) -> Value {
     let kinds: Vec<Value> = r
         .kinds
         .iter()
         .map(|k: &KindStats| {
-            json!({
+            let mut v = json!({
                 "kind": k.kind, "count": k.count, "mean": k.mean, "min": k.min, "max": k.max,
                 "p50": k.p50, "p95": k.p95, "stddev": k.stddev,
-            })
+            });
+            if series {
+                let points: Vec<Value> = k
+                    .per_minute
+                    .iter()
+                    .map(|m| json!({ "minute_unix_ms": m.minute_unix_ms, "count": m.count }))
+                    .collect();
+                v["per_minute"] = Value::Array(points);
+            }
+            v
         })
         .collect();
     json!({
@@ -128,9 +161,10 @@ async fn get_stats(State(state): State<Arc<AppState>>, Query(q): Query<HashMap<S
         Ok(r) => r,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
+    let series = req.series_minutes > 0;
     let mut client = state.analytics();
     match client.get_stats(req).await {
-        Ok(res) => Json(stats_json(res.get_ref())).into_response(),
+        Ok(res) => Json(stats_json(res.get_ref(), series)).into_response(),
         Err(status) => {
             let code = match status.code() {
                 tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -142,6 +176,11 @@ async fn get_stats(State(state): State<Arc<AppState>>, Query(q): Query<HashMap<S
             error(code, format!("analytics-engine: {}", status_text(&status)))
         }
     }
+}
+
+/// Always `200`: the body says which service is not ok (`src/health.rs`).
+async fn get_health(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({ "services": crate::health::services(&state).await })).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -162,10 +201,14 @@ mod tests {
 
     #[test]
     fn stats_query_defaults_and_values() {
-        assert_eq!(parse_stats_query(&q(&[])).unwrap(), StatsRequest { kind: String::new(), window_seconds: 0 });
         assert_eq!(
-            parse_stats_query(&q(&[("kind", "page_view"), ("window_seconds", "60")])).unwrap(),
-            StatsRequest { kind: "page_view".into(), window_seconds: 60 }
+            parse_stats_query(&q(&[])).unwrap(),
+            StatsRequest { kind: String::new(), window_seconds: 0, series_minutes: 0 }
+        );
+        assert_eq!(
+            parse_stats_query(&q(&[("kind", "page_view"), ("window_seconds", "60"), ("series_minutes", "1440")]))
+                .unwrap(),
+            StatsRequest { kind: "page_view".into(), window_seconds: 60, series_minutes: 1440 }
         );
     }
 
@@ -176,9 +219,35 @@ mod tests {
             ("window_seconds", "abc"),
             ("window_seconds", "4294967296"),
             ("kind", "Bad Kind"),
+            ("series_minutes", "-1"),
+            ("series_minutes", "1441"),
+            ("series_minutes", "x"),
         ] {
             let e = parse_stats_query(&q(&[(k, v)])).unwrap_err();
             assert!(e.starts_with(k), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn per_minute_only_when_asked() {
+        use crate::proto::analytics::MinuteCount;
+        let r = StatsResponse {
+            total_events: 3,
+            kinds: vec![KindStats {
+                kind: "a".into(),
+                count: 3,
+                per_minute: vec![
+                    MinuteCount { minute_unix_ms: 60_000, count: 0 },
+                    MinuteCount { minute_unix_ms: 120_000, count: 3 },
+                ],
+                ..Default::default()
+            }],
+            computed_at_unix_ms: 1,
+        };
+        assert!(stats_json(&r, false)["kinds"][0].get("per_minute").is_none());
+        assert_eq!(
+            stats_json(&r, true)["kinds"][0]["per_minute"],
+            json!([{"minute_unix_ms": 60_000, "count": 0}, {"minute_unix_ms": 120_000, "count": 3}])
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! V7 backend: accepts events over HTTP (`POST /api/events`) and gRPC (`v7.ingest.v1.Ingest`),
-//! validates them (docs/contracts.md) and publishes them on NATS; serves `/api/stats` from
-//! analytics-engine over gRPC. `main.rs` is a thin wrapper around [`serve`].
+//! validates them (docs/contracts.md) and stores them in a NATS JetStream stream, answering only
+//! once they are acknowledged; serves `/api/stats` and `/api/health` with analytics-engine over
+//! gRPC. `main.rs` is a thin wrapper around [`serve`].
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod grpc;
+pub mod health;
 pub mod http;
+pub mod jetstream;
 pub mod metrics;
 pub mod send_event;
 
@@ -67,7 +70,7 @@ impl Server {
     }
 
     /// Serves HTTP and gRPC until `shutdown` completes (or one server fails), lets in-flight
-    /// requests finish (at most [`DRAIN_TIMEOUT`]), then flushes NATS.
+    /// requests finish (at most [`DRAIN_TIMEOUT`]), then flushes NATS (when connected).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Server { state, http, grpc } = self;
         let http_addr = http.local_addr()?;
@@ -113,7 +116,7 @@ impl Server {
         };
 
         tracing::info!(%http_addr, %grpc_addr, nats = %state.config.nats_url,
-            subject = %state.config.nats_subject, analytics = %state.config.analytics_url, "backend listening");
+            subject = %state.config.nats_subject, stream = %state.config.nats_stream, analytics = %state.config.analytics_url, "backend listening");
 
         let both = async { tokio::join!(http_server, grpc_server) };
         let deadline = async {
@@ -129,7 +132,11 @@ impl Server {
             }
         };
 
-        if let Some(client) = state.nats() {
+        // Every answered event is already stored (acked), so the flush only pushes out what
+        // is still queued (e.g. acks of in-flight fetches); with no connection there is nothing
+        // it could do but wait for its timeout.
+        let connected = |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
+        if let Some(client) = state.nats().filter(|c| connected(c)) {
             match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
                 Ok(Ok(())) => tracing::info!("NATS flushed"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "NATS flush failed"),

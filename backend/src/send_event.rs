@@ -77,6 +77,7 @@ pub async fn send(args: &Args) -> Result<PublishAck, String> {
         source: args.source.clone(),
         attributes: Default::default(),
         ts_unix_ms: 0,
+        id: String::new(),
     };
     let call = async {
         let channel = endpoint.connect().await.map_err(|e| format!("connect {addr}: {}", error_chain(&e)))?;

@@ -1,6 +1,8 @@
 // Pure functions of the dashboard: event validation (mirrors docs/contracts.md), parsing of the
 // backend's HTTP answers and number formatting. No DOM and no network here, so every function is
-// unit-tested in test/lib.test.ts.
+// unit-tested in test/lib.test.ts. The chart's geometry is in chart.ts, the health model in
+// health.ts.
+import type { KindSeries, MinutePoint } from './chart';
 
 // ---------------------------------------------------------------------------------------------
 // The event (docs/contracts.md, "The event")
@@ -15,6 +17,8 @@ export const ATTRIBUTE_VALUE_MAX = 256;
 
 /** The JSON body of `POST /api/events`. */
 export interface EventPayload {
+  /** The producer's own id (1-64 of `[A-Za-z0-9_.:-]`): a retry with the same id is stored once. */
+  id?: string;
   kind: string;
   value: number;
   source: string;
@@ -135,6 +139,10 @@ export interface StatsSnapshot {
   kinds: KindStats[];
   /** When analytics-engine computed the numbers, if it said so. */
   computedAtUnixMs: number | null;
+  /** `per_minute` of every kind that carried one (asked for with `series_minutes`), by kind. */
+  series: KindSeries[];
+  /** Whether any kind carried `per_minute`: false from a backend that does not send series yet. */
+  seriesPresent: boolean;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -184,11 +192,18 @@ export function parseStats(json: unknown): StatsSnapshot {
     throw new ParseError('stats: expected a JSON object');
   }
   if (!Array.isArray(rawKinds)) throw new ParseError('stats: "kinds" is not an array');
+  const series: KindSeries[] = [];
+  let seriesPresent = false;
   const kinds = rawKinds.map((k, i): KindStats => {
     if (!isRecord(k)) throw new ParseError(`stats: kinds[${i}] is not an object`);
     const kind = field(k, 'kind');
     if (typeof kind !== 'string') throw new ParseError(`stats: kinds[${i}].kind is not a string`);
     const what = `stats: kind "${kind}"`;
+    const perMinute = field(k, 'per_minute', 'perMinute');
+    if (perMinute !== undefined) {
+      seriesPresent = true;
+      series.push({ kind, points: parsePerMinute(perMinute, what) });
+    }
     return {
       kind,
       count: requiredNumber(k, what, 'count'),
@@ -200,14 +215,37 @@ export function parseStats(json: unknown): StatsSnapshot {
       stddev: optionalNumber(k, 'stddev'),
     };
   });
-  kinds.sort((a, b) => (a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0));
+  const byKind = (a: { kind: string }, b: { kind: string }) =>
+    a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0;
+  kinds.sort(byKind);
+  series.sort(byKind);
   const total = optionalNumber(obj, 'total_events', 'totalEvents');
   const computed = optionalNumber(obj, 'computed_at_unix_ms', 'computedAtUnixMs');
   return {
     totalEvents: total ?? kinds.reduce((sum, k) => sum + k.count, 0),
     kinds,
     computedAtUnixMs: computed !== null && computed > 0 ? computed : null,
+    series,
+    seriesPresent,
   };
+}
+
+/**
+ * `per_minute`: `[{"minute_unix_ms": ..., "count": ...}, ...]`, 64-bit integers as numbers or
+ * strings. A malformed series is an error like any other malformed field: drawing half of it would
+ * show a wrong shape.
+ */
+function parsePerMinute(v: unknown, what: string): MinutePoint[] {
+  if (v === null) return [];
+  if (!Array.isArray(v)) throw new ParseError(`${what}: "per_minute" is not an array`);
+  return v.map((p, i): MinutePoint => {
+    if (!isRecord(p)) throw new ParseError(`${what}: per_minute[${i}] is not an object`);
+    const at = `${what}, per_minute[${i}]`;
+    return {
+      minuteUnixMs: requiredNumber(p, at, 'minute_unix_ms', 'minuteUnixMs'),
+      count: requiredNumber(p, at, 'count'),
+    };
+  });
 }
 
 export function tryParseJson(text: string): unknown {
@@ -229,7 +267,7 @@ export type Readiness = 'ready' | 'not_ready' | 'unreachable' | 'unknown';
 export interface ReadinessReport {
   backend: Readiness;
   analytics: Readiness;
-  /** Short human text for the card (what is not ready, or why we do not know). */
+  /** Short human text for the badge tooltip (what is not ready, or why we do not know). */
   detail: string;
 }
 
@@ -337,7 +375,16 @@ export function parseReadiness(status: number | null, bodyText: string): Readine
   return { backend: 'unknown', analytics: 'unknown', detail: `unexpected HTTP ${status}` };
 }
 
-export type PostResult = { ok: true; id: string | null } | { ok: false; message: string };
+export type PostResult =
+  | { ok: true; id: string | null }
+  | {
+      ok: false;
+      message: string;
+      /** Sending the same event again may succeed (503, 502, 504, 429, no answer); a 400 will not. */
+      retryable: boolean;
+      /** From the `Retry-After` header, when there was one. */
+      retryAfterSeconds: number | null;
+    };
 
 /** Pulls a human message out of an error body: `{"error": "..."}`, `{"message": "..."}`, text. */
 export function errorMessage(bodyText: string): string | null {
@@ -369,8 +416,17 @@ export function errorMessage(bodyText: string): string | null {
   return summarise(text);
 }
 
-/** Interprets the answer to `POST /api/events`: 202 carries `{"id": "..."}`. */
-export function parsePostResponse(status: number, bodyText: string): PostResult {
+/**
+ * Interprets the answer to `POST /api/events`: 202 (sent only once NATS JetStream stored the
+ * event) carries `{"id": "..."}`. 503 means NATS could not store it: the body has the reason and
+ * `Retry-After` says when to try again. `retryAfter` is that header's raw value.
+ */
+export function parsePostResponse(
+  status: number,
+  bodyText: string,
+  retryAfter: string | null = null,
+  nowMs = 0,
+): PostResult {
   if (status === 202 || status === 200 || status === 201) {
     const json = tryParseJson(bodyText);
     if (isRecord(json)) {
@@ -383,9 +439,85 @@ export function parsePostResponse(status: number, bodyText: string): PostResult 
     return { ok: true, id: null };
   }
   const message = errorMessage(bodyText);
-  if (status === 400) return { ok: false, message: message ?? 'the event was rejected (HTTP 400)' };
-  return { ok: false, message: message ? `HTTP ${status}: ${message}` : `HTTP ${status}` };
+  const retryAfterSeconds = parseRetryAfter(retryAfter, nowMs);
+  if (status === 400) {
+    return {
+      ok: false,
+      message: message ?? 'the event was rejected (HTTP 400)',
+      retryable: false,
+      retryAfterSeconds,
+    };
+  }
+  return {
+    ok: false,
+    message: message ? `HTTP ${status}: ${message}` : `HTTP ${status}`,
+    retryable: RETRYABLE.has(status),
+    retryAfterSeconds,
+  };
 }
+
+const RETRYABLE = new Set([429, 502, 503, 504]);
+
+/**
+ * `Retry-After` in whole seconds: delta-seconds (`"2"`) or an HTTP date, which is measured from
+ * `nowMs`. Null when absent or unreadable; never negative.
+ */
+export function parseRetryAfter(value: string | null | undefined, nowMs: number): number | null {
+  if (value === null || value === undefined) return null;
+  const t = value.trim();
+  if (/^\d+$/.test(t)) return Number(t);
+  if (t === '' || /^[+-]?\d/.test(t)) return null;
+  const at = Date.parse(t);
+  if (!Number.isFinite(at)) return null;
+  return Math.max(0, Math.ceil((at - nowMs) / 1000));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event ids for retries
+// ---------------------------------------------------------------------------------------------
+
+export const ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
+ * An event id from 16 random bytes: "web-" and 32 hex digits (36 characters, inside the contract's
+ * 1-64 of `[A-Za-z0-9_.:-]`). The bytes come from `crypto.getRandomValues`, which, unlike
+ * `crypto.randomUUID`, also exists on a dashboard served over plain http from a non-local host.
+ */
+export function eventIdFromBytes(bytes: Uint8Array): string {
+  let hex = '';
+  for (const b of bytes) hex += b.toString(16).padStart(2, '0');
+  return `web-${hex}`;
+}
+
+/** The event as the form built it, without its id: two sends with the same key are one event. */
+export function eventKey(event: EventPayload): string {
+  const { kind, value, source, attributes } = event;
+  const attrs = attributes ? Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : 1)) : [];
+  return JSON.stringify([kind, value, source, attrs]);
+}
+
+/** The last send that did not get a 202: its content and the id it went out with. */
+export interface PendingSend {
+  key: string;
+  id: string;
+}
+
+/**
+ * The id for this send. Sending the same content again after a failure is a retry and reuses the
+ * failed send's id, so if the first try was in fact stored (an answer lost to a timeout), backend
+ * stores it once. Different content, or nothing pending (the last send succeeded, and sending the
+ * same again means another event), gets a fresh id.
+ */
+export function idForSend(
+  event: EventPayload,
+  pending: PendingSend | null,
+  freshId: () => string,
+): PendingSend {
+  const key = eventKey(event);
+  if (pending && pending.key === key) return pending;
+  return { key, id: freshId() };
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // Formatting

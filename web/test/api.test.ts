@@ -1,21 +1,32 @@
 import { describe, expect, it, vi } from 'vitest';
-import { getLiveness, getReadiness, getStats, PATHS, postEvent, type FetchFn } from '../src/api';
+import {
+  getHealth,
+  getLiveness,
+  getReadiness,
+  getStats,
+  PATHS,
+  postEvent,
+  statsUrl,
+  type FetchFn,
+} from '../src/api';
 
 interface Call {
   url: string;
   init?: RequestInit;
 }
 
-/** A fake fetch answering from a table of path -> [status, body]. */
-function fakeFetch(routes: Record<string, [number, string] | Error>): { fetchFn: FetchFn; calls: Call[] } {
+/** A fake fetch answering from a table of path -> [status, body, headers?]. */
+function fakeFetch(
+  routes: Record<string, [number, string, Record<string, string>?] | Error>,
+): { fetchFn: FetchFn; calls: Call[] } {
   const calls: Call[] = [];
   const fetchFn: FetchFn = async (url, init) => {
     calls.push({ url, init });
     const route = routes[url];
     if (route === undefined) return new Response('not found', { status: 404 });
     if (route instanceof Error) throw route;
-    const [status, body] = route;
-    return new Response(body, { status });
+    const [status, body, headers] = route;
+    return new Response(body, { status, headers });
   };
   return { fetchFn, calls };
 }
@@ -25,6 +36,7 @@ describe('paths (must match nginx.conf and vite.config.ts)', () => {
     expect(PATHS).toEqual({
       backendHealthz: '/api/backend/healthz',
       backendReadyz: '/api/backend/readyz',
+      health: '/api/health',
       stats: '/api/stats',
       events: '/api/events',
     });
@@ -59,7 +71,62 @@ describe('getLiveness / getReadiness', () => {
   });
 });
 
+describe('getHealth', () => {
+  it('reads /api/health', async () => {
+    const body = JSON.stringify({
+      services: [
+        { name: 'backend', ok: true, detail: 'serving' },
+        { name: 'nats', ok: false, detail: 'connection refused' },
+      ],
+    });
+    const { fetchFn, calls } = fakeFetch({ [PATHS.health]: [200, body] });
+    expect(await getHealth(fetchFn)).toEqual({
+      available: true,
+      services: [
+        { name: 'backend', ok: true, detail: 'serving' },
+        { name: 'nats', ok: false, detail: 'connection refused' },
+      ],
+    });
+    expect(calls[0].init?.cache).toBe('no-store');
+  });
+
+  it('is unavailable on 404 and on a failed request', async () => {
+    expect(await getHealth(fakeFetch({}).fetchFn)).toEqual({
+      available: false,
+      reason: 'backend has no /api/health (HTTP 404)',
+    });
+    const failing = fakeFetch({ [PATHS.health]: new TypeError('Failed to fetch') });
+    expect(await getHealth(failing.fetchFn)).toEqual({
+      available: false,
+      reason: 'no answer from the web server',
+    });
+  });
+});
+
 describe('getStats', () => {
+  it('asks for the per-minute series when series_minutes > 0', async () => {
+    expect(statsUrl(60)).toBe('/api/stats?series_minutes=60');
+    expect(statsUrl(0)).toBe('/api/stats');
+    const body = JSON.stringify({
+      kinds: [
+        {
+          kind: 'a',
+          count: 1,
+          mean: 2,
+          p50: 2,
+          p95: 2,
+          per_minute: [{ minute_unix_ms: 1_796_160_000_000, count: 1 }],
+        },
+      ],
+    });
+    const { fetchFn, calls } = fakeFetch({ [statsUrl(60)]: [200, body] });
+    const r = await getStats(fetchFn, 60);
+    expect(calls[0].url).toBe('/api/stats?series_minutes=60');
+    expect(r.ok && r.stats.series).toEqual([
+      { kind: 'a', points: [{ minuteUnixMs: 1_796_160_000_000, count: 1 }] },
+    ]);
+  });
+
   it('parses a 200 answer', async () => {
     const body = JSON.stringify({
       total_events: 1,
@@ -112,6 +179,32 @@ describe('postEvent', () => {
     expect(await postEvent(fetchFn, { kind: 'k', value: 1, source: '' })).toEqual({
       ok: false,
       message: 'value must be finite',
+      retryable: false,
+      retryAfterSeconds: null,
+    });
+  });
+
+  it('sends the event id and reads the 503 reason and Retry-After', async () => {
+    const { fetchFn, calls } = fakeFetch({
+      [PATHS.events]: [503, '{"error":"NATS unavailable"}', { 'Retry-After': '3' }],
+    });
+    const event = { id: 'web-1', kind: 'k', value: 1, source: '' };
+    expect(await postEvent(fetchFn, event)).toEqual({
+      ok: false,
+      message: 'HTTP 503: NATS unavailable',
+      retryable: true,
+      retryAfterSeconds: 3,
+    });
+    expect(JSON.parse(String(calls[0].init?.body)).id).toBe('web-1');
+  });
+
+  it('a failed request may be retried', async () => {
+    const { fetchFn } = fakeFetch({ [PATHS.events]: new TypeError('Failed to fetch') });
+    expect(await postEvent(fetchFn, { kind: 'k', value: 1, source: '' })).toEqual({
+      ok: false,
+      message: 'request failed: Failed to fetch',
+      retryable: true,
+      retryAfterSeconds: null,
     });
   });
 
@@ -126,7 +219,12 @@ describe('postEvent', () => {
         });
       const pending = postEvent(fetchFn, { kind: 'k', value: 1, source: '' });
       await vi.advanceTimersByTimeAsync(5000);
-      expect(await pending).toEqual({ ok: false, message: 'request failed: timed out' });
+      expect(await pending).toEqual({
+        ok: false,
+        message: 'request failed: timed out',
+        retryable: true,
+        retryAfterSeconds: null,
+      });
     } finally {
       vi.useRealTimers();
     }

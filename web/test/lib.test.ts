@@ -2,13 +2,18 @@ import { describe, expect, it } from 'vitest';
 import {
   charLength,
   errorMessage,
+  eventIdFromBytes,
+  eventKey,
   findAnalyticsReadiness,
   formatAge,
   formatCount,
   formatStat,
+  ID_PATTERN,
+  idForSend,
   parseLiveness,
   parsePostResponse,
   parseReadiness,
+  parseRetryAfter,
   parseStats,
   parseValue,
   ParseError,
@@ -174,6 +179,8 @@ describe('parseStats', () => {
       totalEvents: 0,
       kinds: [],
       computedAtUnixMs: null,
+      series: [],
+      seriesPresent: false,
     });
     const s = parseStats([{ kind: 'a', count: 4, mean: 1, p50: 1, p95: 1 }]);
     expect(s.totalEvents).toBe(4);
@@ -282,19 +289,52 @@ describe('parsePostResponse / errorMessage', () => {
     ['invalid kind', 'invalid kind'],
     ['"quoted"', 'quoted'],
   ])('400 %s', (body, message) => {
-    expect(parsePostResponse(400, body)).toEqual({ ok: false, message });
+    expect(parsePostResponse(400, body)).toEqual({
+      ok: false,
+      message,
+      retryable: false,
+      retryAfterSeconds: null,
+    });
   });
 
   it('400 with no body', () => {
     expect(parsePostResponse(400, '')).toEqual({
       ok: false,
       message: 'the event was rejected (HTTP 400)',
+      retryable: false,
+      retryAfterSeconds: null,
     });
+  });
+
+  it('503 from backend (NATS cannot store it): the reason, retryable, Retry-After', () => {
+    const body = '{"error":"NATS JetStream did not store the event: timed out"}';
+    expect(parsePostResponse(503, body, '2')).toEqual({
+      ok: false,
+      message: 'HTTP 503: NATS JetStream did not store the event: timed out',
+      retryable: true,
+      retryAfterSeconds: 2,
+    });
+  });
+
+  it.each([
+    [429, true],
+    [502, true],
+    [504, true],
+    [500, false],
+    [413, false],
+  ])('HTTP %i retryable: %s', (status, retryable) => {
+    const r = parsePostResponse(status, '');
+    expect(!r.ok && r.retryable).toBe(retryable);
   });
 
   it('502 from nginx shows the page title, not the page', () => {
     const html = '<html><head><title>502 Bad Gateway</title></head><body>…</body></html>';
-    expect(parsePostResponse(502, html)).toEqual({ ok: false, message: 'HTTP 502: 502 Bad Gateway' });
+    expect(parsePostResponse(502, html)).toEqual({
+      ok: false,
+      message: 'HTTP 502: 502 Bad Gateway',
+      retryable: true,
+      retryAfterSeconds: null,
+    });
     expect(errorMessage('<!DOCTYPE html><p>x</p>')).toBeNull();
   });
 
@@ -349,5 +389,121 @@ describe('formatting', () => {
     expect(readinessLabel('not_ready')).toBe('not ready');
     expect(readinessLabel('ready')).toBe('ready');
     expect(readinessLabel('unknown')).toBe('unknown');
+  });
+});
+
+describe('parseStats: per_minute series', () => {
+  const withSeries = {
+    total_events: 4,
+    kinds: [
+      {
+        kind: 'page_view',
+        count: 3,
+        mean: 1,
+        p50: 1,
+        p95: 1,
+        per_minute: [
+          { minute_unix_ms: 1_796_160_000_000, count: 2 },
+          { minute_unix_ms: '1796160060000', count: '1' },
+        ],
+      },
+      { kind: 'click', count: 1, mean: 1, p50: 1, p95: 1, perMinute: [] },
+    ],
+  };
+
+  it('reads per_minute (snake_case or camelCase, u64 as strings), sorted by kind', () => {
+    const s = parseStats(withSeries);
+    expect(s.seriesPresent).toBe(true);
+    expect(s.series).toEqual([
+      { kind: 'click', points: [] },
+      {
+        kind: 'page_view',
+        points: [
+          { minuteUnixMs: 1_796_160_000_000, count: 2 },
+          { minuteUnixMs: 1_796_160_060_000, count: 1 },
+        ],
+      },
+    ]);
+    // The table's per-kind statistics stay as they were.
+    expect(Object.keys(s.kinds[1]).sort()).toEqual(
+      ['count', 'kind', 'max', 'mean', 'min', 'p50', 'p95', 'stddev'],
+    );
+  });
+
+  it('a backend that sends no per_minute: seriesPresent is false', () => {
+    const s = parseStats({ kinds: [{ kind: 'a', count: 1, mean: 1, p50: 1, p95: 1 }] });
+    expect(s).toMatchObject({ series: [], seriesPresent: false });
+  });
+
+  it.each([
+    ['not an array', { per_minute: {} }],
+    ['an entry that is not an object', { per_minute: [3] }],
+    ['an entry without a count', { per_minute: [{ minute_unix_ms: 1 }] }],
+    ['an entry without a minute', { per_minute: [{ count: 1 }] }],
+  ])('rejects per_minute %s', (_, extra) => {
+    const json = { kinds: [{ kind: 'a', count: 1, mean: 1, p50: 1, p95: 1, ...extra }] };
+    expect(() => parseStats(json)).toThrow(ParseError);
+  });
+});
+
+describe('parseRetryAfter', () => {
+  const now = Date.UTC(2026, 11, 1, 12, 0, 0);
+  it.each([
+    ['2', 2],
+    [' 30 ', 30],
+    ['0', 0],
+    ['Tue, 01 Dec 2026 12:00:05 GMT', 5],
+    ['Tue, 01 Dec 2026 11:59:00 GMT', 0],
+    ['-1', null],
+    ['1.5', null],
+    ['soon', null],
+    ['', null],
+  ])('%j -> %s', (value, seconds) => {
+    expect(parseRetryAfter(value, now)).toBe(seconds);
+  });
+
+  it('absent', () => {
+    expect(parseRetryAfter(null, now)).toBeNull();
+    expect(parseRetryAfter(undefined, now)).toBeNull();
+  });
+});
+
+describe('event ids for retries', () => {
+  it('eventIdFromBytes: "web-" and the bytes in hex, a valid contract id', () => {
+    const bytes = Uint8Array.from([0, 1, 15, 16, 171, 205, 239, 255, 0, 1, 2, 3, 4, 5, 6, 7]);
+    const id = eventIdFromBytes(bytes);
+    expect(id).toBe('web-00010f10abcdefff0001020304050607');
+    expect(id).toHaveLength(36);
+    expect(ID_PATTERN.test(id)).toBe(true);
+  });
+
+  it('ID_PATTERN is the contract: 1-64 of [A-Za-z0-9_.:-]', () => {
+    expect(ID_PATTERN.test('A.b_c:d-1')).toBe(true);
+    expect(ID_PATTERN.test('x'.repeat(64))).toBe(true);
+    expect(ID_PATTERN.test('x'.repeat(65))).toBe(false);
+    expect(ID_PATTERN.test('')).toBe(false);
+    expect(ID_PATTERN.test('a b')).toBe(false);
+  });
+
+  it('eventKey ignores the id and the order of attributes', () => {
+    const a = eventKey({ kind: 'k', value: 1, source: 's', attributes: { x: '1', y: '2' } });
+    const b = eventKey({ id: 'i', kind: 'k', value: 1, source: 's', attributes: { y: '2', x: '1' } });
+    expect(a).toBe(b);
+    expect(a).toBe('["k",1,"s",[["x","1"],["y","2"]]]');
+    expect(eventKey({ kind: 'k', value: 2, source: 's' })).toBe('["k",2,"s",[]]');
+  });
+
+  it('idForSend: a retry of the same content reuses the id, other content gets a new one', () => {
+    let n = 0;
+    const fresh = () => `id-${++n}`;
+    const ev = { kind: 'k', value: 1, source: '' };
+    const first = idForSend(ev, null, fresh);
+    expect(first).toEqual({ key: '["k",1,"",[]]', id: 'id-1' });
+    // the send failed and the user clicks again: same id
+    expect(idForSend({ ...ev }, first, fresh)).toBe(first);
+    // changed the value: another event, another id
+    expect(idForSend({ ...ev, value: 2 }, first, fresh)).toEqual({ key: '["k",2,"",[]]', id: 'id-2' });
+    // nothing pending (the last send succeeded): the same content again is a new event
+    expect(idForSend(ev, null, fresh).id).toBe('id-3');
   });
 });

@@ -1,7 +1,10 @@
 """The statistics component's process: newline-delimited JSON over stdin/stdout.
 
 The analytics-engine (Rust) starts this module once, as ``$V7_PYTHON -m v7stats.server``,
-and restarts it when it dies. Protocol, one JSON object per line (UTF-8, ``\\n`` terminated):
+and restarts it when it dies. Since issue 10 the engine's ``GetStats`` is computed by
+ClickHouse; ``stats`` here is the reference implementation of the same definitions (the
+engine's integration tests compare the two) and ``ping`` feeds the engine's ``Health`` RPC.
+Protocol, one JSON object per line (UTF-8, ``\\n`` terminated):
 
 Request (stdin)::
 

@@ -1,5 +1,6 @@
-//! Test harness: real nats-server and clickhouse-server children on free loopback ports,
-//! and the engine run in-process. Missing servers make the tests FAIL (never skip).
+//! Test harness: real nats-server (JetStream, file store) and clickhouse-server children on
+//! free loopback ports, JetStream publishing as backend does it, and the engine run in-process
+//! or as a child process (for SIGKILL). Missing servers make the tests FAIL (never skip).
 
 #![allow(dead_code)]
 
@@ -57,28 +58,54 @@ fn wait_tcp(port: u16, timeout: Duration) -> bool {
     false
 }
 
-/// A nats-server child, killed on drop.
+/// A nats-server child with JetStream on (`-js`) and its own store directory; killed on drop
+/// (the store directory is removed then).
 pub struct Nats {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    pub store: PathBuf,
 }
 
 impl Nats {
     pub fn start() -> Nats {
+        let mut nats = Nats { child: None, port: free_port(), store: temp_dir("nats") };
+        nats.spawn();
+        nats
+    }
+
+    fn spawn(&mut self) {
         let bin = find_binary("nats-server", "nats-server");
-        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.join("server.log"))
+            .expect("nats log file");
         let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.join("js"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("starting nats-server");
-        let mut nats = Nats { child, port };
-        if !wait_tcp(port, Duration::from_secs(15)) {
-            let _ = nats.child.kill();
-            panic!("nats-server did not listen on 127.0.0.1:{port}");
+        self.child = Some(child);
+        if !wait_tcp(self.port, Duration::from_secs(15)) {
+            self.kill();
+            panic!("nats-server did not listen on 127.0.0.1:{}", self.port);
         }
-        nats
+    }
+
+    /// Kills the server (SIGKILL); the store directory stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     pub fn url(&self) -> String {
@@ -88,8 +115,108 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A JetStream client for the tests, with the stream of the contract (created as backend or
+/// the engine would: `get_or_create_stream` with `ingest::stream_config`).
+pub struct Js {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub stream: String,
+}
+
+impl Js {
+    pub async fn connect(nats_url: &str) -> Js {
+        let client = async_nats::connect(nats_url).await.expect("test NATS connect");
+        let js = async_nats::jetstream::new(client.clone());
+        let config = test_config(nats_url, "http://127.0.0.1:1");
+        let stream = config.nats_stream.clone();
+        // The server may still be recovering its store right after a (re)start.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match js.get_or_create_stream(analytics_engine::ingest::stream_config(&config)).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("test: stream not ready yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("creating the test stream: {e}"),
+            }
+        }
+        Js { client, js, stream }
+    }
+
+    /// Publishes `(Nats-Msg-Id, payload)` pairs as backend does and waits for every ack;
+    /// returns how many the stream stored as new (not duplicates). A publish whose ack does not
+    /// come (a loaded test machine) is retried with the same `Nats-Msg-Id`, as a client would:
+    /// the duplicate window makes the retry safe, and a retry reported `duplicate` was stored by
+    /// the attempt before it.
+    pub async fn publish(&self, messages: &[(String, String)]) -> usize {
+        let mut new = 0;
+        let mut stored: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for chunk in messages.chunks(500) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for (id, payload) in chunk {
+                acks.push((id.as_str(), payload, self.send(id, payload).await));
+            }
+            for (id, payload, ack) in acks {
+                let mut ack = ack.await;
+                let mut retried = false;
+                for attempt in 1..=5 {
+                    match ack {
+                        Ok(_) => break,
+                        Err(e) => {
+                            eprintln!("test: publish {id} not acknowledged ({e}); retry {attempt}");
+                            retried = true;
+                            ack = self.send(id, payload).await.await;
+                        }
+                    }
+                }
+                let ack = ack.unwrap_or_else(|e| panic!("JetStream ack for {id}: {e}"));
+                // A duplicate is new only if it is our own lost attempt (not an id sent before).
+                if (!ack.duplicate || retried) && stored.insert(id) {
+                    new += 1;
+                }
+            }
+        }
+        new
+    }
+
+    async fn send(&self, id: &str, payload: &str) -> async_nats::jetstream::context::PublishAckFuture {
+        let publish =
+            async_nats::jetstream::context::Publish::build().payload(payload.to_string().into()).message_id(id);
+        self.js.send_publish(SUBJECT, publish).await.expect("JetStream publish")
+    }
+
+    /// Publishes events (JSON with an `id`), each with `Nats-Msg-Id` = its id.
+    pub async fn publish_events(&self, payloads: &[String]) -> usize {
+        let messages: Vec<(String, String)> = payloads
+            .iter()
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_str(p).unwrap_or(serde_json::Value::Null);
+                let id = v["id"].as_str().map(str::to_string).unwrap_or_else(|| format!("raw-{}", p.len()));
+                (id, p.clone())
+            })
+            .collect();
+        self.publish(&messages).await
+    }
+
+    /// Messages in the stream.
+    pub async fn stream_messages(&self) -> u64 {
+        let mut s = self.js.get_stream(&self.stream).await.expect("get stream");
+        s.info().await.expect("stream info").state.messages
+    }
+
+    /// `(num_pending, num_ack_pending)` of the engines' durable consumer.
+    pub async fn consumer_pending(&self) -> (u64, usize) {
+        let s = self.js.get_stream(&self.stream).await.expect("get stream");
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            s.get_consumer(analytics_engine::config::DEFAULT_NATS_CONSUMER).await.expect("get consumer");
+        let info = c.info().await.expect("consumer info");
+        (info.num_pending, info.num_ack_pending)
     }
 }
 
@@ -239,9 +366,9 @@ pub fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
-/// Engine configuration for tests: loopback ports picked by the OS.
-pub fn test_config(nats_url: &str, clickhouse_url: &str) -> Config {
-    let vars: HashMap<String, String> = [
+/// The environment of a test engine (in-process via [`test_config`], or a child process).
+pub fn test_env(nats_url: &str, clickhouse_url: &str) -> HashMap<String, String> {
+    [
         ("V7_GRPC_ADDR", "127.0.0.1:0".to_string()),
         ("V7_HTTP_ADDR", "127.0.0.1:0".to_string()),
         ("V7_NATS_URL", nats_url.to_string()),
@@ -255,10 +382,100 @@ pub fn test_config(nats_url: &str, clickhouse_url: &str) -> Config {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let mut c = Config::from_map(&vars).unwrap();
+    .collect()
+}
+
+/// Engine configuration for tests: loopback ports picked by the OS.
+pub fn test_config(nats_url: &str, clickhouse_url: &str) -> Config {
+    let mut c = Config::from_map(&test_env(nats_url, clickhouse_url)).unwrap();
     c.python_path = Some(python_dir());
     c
+}
+
+/// The engine binary run as a child process (so it can be SIGKILLed), its log in a file.
+pub struct EngineProcess {
+    child: Option<Child>,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub log: PathBuf,
+    dir: PathBuf,
+}
+
+impl EngineProcess {
+    /// Starts `analytics-engine` with [`test_env`] plus `extra`.
+    pub fn start(nats_url: &str, clickhouse_url: &str, extra: &[(&str, &str)]) -> EngineProcess {
+        let dir = temp_dir("engine");
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let mut env = test_env(nats_url, clickhouse_url);
+        env.insert("V7_HTTP_ADDR".into(), format!("127.0.0.1:{http_port}"));
+        env.insert("V7_GRPC_ADDR".into(), format!("127.0.0.1:{grpc_port}"));
+        let pythonpath = match std::env::var_os("PYTHONPATH") {
+            Some(p) => format!("{}:{}", python_dir().display(), p.to_string_lossy()),
+            None => python_dir().display().to_string(),
+        };
+        env.insert("PYTHONPATH".into(), pythonpath);
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let log = dir.join("engine.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_analytics-engine"))
+            .envs(&env)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting the analytics-engine binary");
+        EngineProcess { child: Some(child), http_port, grpc_port, log, dir }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no ack, nothing.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (graceful shutdown); returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("the engine did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{}", self.http_port, path))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The engine running in-process on a tokio task.
@@ -337,12 +554,31 @@ where
     }
 }
 
-pub async fn publish(nats_url: &str, payloads: &[String]) {
-    let client = async_nats::connect(nats_url).await.expect("test NATS connect");
-    for p in payloads {
-        client.publish(SUBJECT, p.clone().into()).await.unwrap();
+/// Rows in `v7.events` as stored (duplicates included) and as counted (`FINAL`).
+/// `FINAL` is counted first: rows only ever get added, so `raw >= fin` holds even while
+/// inserts land between the two queries.
+pub async fn stored_counts(ch: &ClickHouse) -> (u64, u64) {
+    let fin = ch.query("SELECT count() FROM v7.events FINAL").await.unwrap_or_default();
+    let raw = ch.query("SELECT count() FROM v7.events").await.unwrap_or_default();
+    (raw.trim().parse().unwrap_or(0), fin.trim().parse().unwrap_or(0))
+}
+
+/// Waits until `v7.events FINAL` holds `n` events; panics saying what was counted.
+pub async fn wait_for_events(ch: &ClickHouse, n: u64, timeout: Duration) -> (u64, u64) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (raw, fin) = stored_counts(ch).await;
+        if fin == n {
+            return (raw, fin);
+        }
+        if fin > n {
+            panic!("more events counted than published: {fin} (FINAL) > {n}, {raw} rows stored");
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {n} events: counted {fin} (FINAL), {raw} rows stored");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    client.flush().await.unwrap();
 }
 
 pub fn now_ms() -> u64 {

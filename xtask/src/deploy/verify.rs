@@ -2,7 +2,8 @@
 //! publishes on this host. Every health endpoint answers; an event posted through web's `/api`
 //! proxy is accepted, stored in ClickHouse by analytics-engine and counted by its statistics
 //! component; an invalid event is refused; an event sent to backend's gRPC ingestion port is
-//! accepted and counted too; Prometheus scrapes both services. ClickHouse refuses its `default`
+//! accepted and counted too; events accepted while analytics-engine is stopped are all counted
+//! once it is back (it is stopped and started for that); Prometheus scrapes both services. ClickHouse refuses its `default`
 //! user without the generated password and accepts it with it. Every named volume is mounted
 //! where the manifest says and is writable by the service's (non-root) user; every service's
 //! logs can be read (`cargo xtask logs`). Stored data survive `down` + `deploy`: verify keeps
@@ -76,6 +77,7 @@ pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, d
     let web = host_url(stack, "web", 3000)?;
     event_round_trip(&web, t)?;
     grpc_ingestion(runner, podman, stack, &web)?;
+    engine_restart(runner, podman, stack, &web)?;
     kept_across_deploys(ws, stack, &web)?;
     clickhouse_password(ws, stack, t)?;
     volumes_mounted_and_writable(runner, podman, stack, deployed)?;
@@ -158,6 +160,45 @@ fn grpc_ingestion(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) ->
     );
     wait_count(web, &kind, before + 1)?;
     println!("ok    the gRPC event was stored and counted");
+    Ok(())
+}
+
+/// Events accepted while analytics-engine is stopped are all counted once it is back: backend
+/// answers 202 only once JetStream stored an event, and the engine's durable consumer takes up
+/// where it stopped. Stops the engine (`podman stop`: neither the restart policy nor the
+/// supervisor starts it again), posts, starts it, waits for its health check and the counts.
+fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) -> Result<()> {
+    const N: u64 = 5;
+    let container = stack.container_name("analytics-engine");
+    let kind = format!("verify_restart_{}", std::process::id());
+    let before = count_of(web, &kind)?;
+    runner.run_checked(&podman.cmd().args(["stop", "-t", "10", &container]))?;
+    let posted = (|| -> Result<()> {
+        for i in 0..N {
+            let mut body = String::new();
+            json::object(&mut body).string("kind", &kind).number("value", i as f64).string("source", "xtask-verify");
+            let r = http::request(
+                "POST",
+                &format!("{web}/api/events"),
+                Some(("application/json", body.as_bytes())),
+                Duration::from_secs(5),
+            )?;
+            if r.status != 202 {
+                bail!("with analytics-engine stopped, POST /api/events answered {} {}", r.status, r.text());
+            }
+        }
+        Ok(())
+    })();
+    // Started again whatever happened: verify must not leave the engine stopped.
+    runner.run_checked(&podman.cmd().args(["start", &container]))?;
+    posted?;
+    super::health::wait_healthy(runner, podman, stack, "analytics-engine", Duration::from_secs(120))?;
+    wait_count(web, &kind, before + N)?;
+    let counted = count_of(web, &kind)?;
+    if counted != before + N {
+        bail!("{N} events posted while analytics-engine was stopped are counted {} times", counted - before);
+    }
+    println!("ok    {N} events accepted while analytics-engine was stopped were all counted once it was back");
     Ok(())
 }
 

@@ -173,7 +173,11 @@ mod tests {
     environment:
       RUST_LOG: info
       V7_ANALYTICS_URL: http://analytics-engine:50051
+      V7_NATS_STREAM: V7_EVENTS
       V7_NATS_URL: nats://nats:4222
+      V7_PROMETHEUS_URL: http://prometheus:9090
+      V7_STREAM_MAX_AGE_SECS: "604800"
+      V7_STREAM_MAX_BYTES: "1073741824"
     ports:
       - "127.0.0.1:3000:3000"
       - "127.0.0.1:50053:50053"

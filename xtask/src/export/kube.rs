@@ -377,8 +377,16 @@ spec:
           value: info
         - name: V7_ANALYTICS_URL
           value: http://analytics-engine:50051
+        - name: V7_NATS_STREAM
+          value: V7_EVENTS
         - name: V7_NATS_URL
           value: nats://nats:4222
+        - name: V7_PROMETHEUS_URL
+          value: http://prometheus:9090
+        - name: V7_STREAM_MAX_AGE_SECS
+          value: "604800"
+        - name: V7_STREAM_MAX_BYTES
+          value: "1073741824"
       ports:
         - containerPort: 3000
           hostPort: 3000

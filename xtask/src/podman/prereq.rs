@@ -46,8 +46,13 @@ pub const SERVICE_TESTS: &[Need] = &[
 /// The Rust services' build scripts compile protos.
 pub const PROTOC: &[Need] = &[need("protoc", "protobuf-compiler")];
 
-/// The podman end-to-end tests run a real registry.
-pub const E2E_TESTS: &[Need] = &[need("docker-registry", "docker-registry")];
+/// The podman end-to-end tests run a real registry, and drive the deployed dashboard in a real
+/// browser (Debian's headless chromium through its chromedriver; Selenium comes from PyPI).
+pub const E2E_TESTS: &[Need] = &[
+    need("docker-registry", "docker-registry"),
+    need("chromium", "chromium"),
+    need("chromedriver", "chromium-driver"),
+];
 
 fn present(n: &Need) -> bool {
     if n.check.starts_with('/') {

@@ -2,8 +2,11 @@
 //! and the registry-free images phase 1 built, under the test's project `v7test-rf`:
 //!
 //! - a first deploy starts services by dependency level (nats, clickhouse and prometheus
-//!   together), each behind its health check; `verify` passes; `status` shows every service
-//!   healthy with the time of its last check, and the health supervisor running;
+//!   together), each behind its health check; `verify` passes; the dashboard works in a real
+//!   browser; `status` shows every service healthy with the time of its last check, and the
+//!   health supervisor running;
+//! - events accepted while analytics-engine is stopped survive NATS being re-created (JetStream
+//!   on the nats-data volume) and are each counted once, a client id sent twice included;
 //! - a second deploy changes nothing: same container IDs, not restarted;
 //! - a changed environment of backend replaces backend alone;
 //! - a process killed inside backend comes back by itself (restart policy), and a wedged backend
@@ -75,6 +78,34 @@ fn signal_process(podman: &Podman, c: &str, comm: &str, signal: &str) {
     eprintln!("sent SIG{signal} to {comm} (pid {pids} in {c})");
 }
 
+/// The dashboard in a real browser (web/test/browser/dashboard_test.py: Selenium, Debian's
+/// headless chromium): an event sent through the page's form shows in the table and the chart,
+/// and every service's health badge says ok. Selenium is installed with pip when missing.
+fn browser_test(web_port: u16) {
+    let root = stack::root();
+    let has_selenium = std::process::Command::new("python3").args(["-c", "import selenium"]).status();
+    if !has_selenium.is_ok_and(|s| s.success()) {
+        eprintln!("installing selenium with pip (web/test/browser/requirements.txt)");
+        let status = std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(root.join("web/test/browser/requirements.txt"))
+            .status()
+            .expect("python3");
+        assert!(status.success(), "pip could not install selenium");
+    }
+    let out = std::process::Command::new("python3")
+        .arg(root.join("web/test/browser/dashboard_test.py"))
+        .env("V7_WEB_URL", format!("http://127.0.0.1:{web_port}"))
+        .env("V7_EXPECT_ALL_OK", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3");
+    let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("{report}");
+    assert!(out.status.success(), "the browser test of the deployed dashboard failed:\n{report}");
+    eprintln!("ok the deployed dashboard works in a real browser (form, table, chart, health badges)");
+}
+
 pub fn converges(stack: &TestStack, podman: &Podman, registry_free: &[String], timings: &mut Vec<(String, f64)>) {
     let t = Instant::now();
     eprintln!("\n== phase 5: deploy converges, keeps what runs, rolls back, supervises health");
@@ -135,6 +166,7 @@ pub fn converges(stack: &TestStack, podman: &Podman, registry_free: &[String], t
     ] {
         assert!(out.contains(line), "verify does not say {line:?}:\n{out}");
     }
+    browser_test(stack::test_host_port(5173));
     let (ok, out) = stack.xtask_stdout(&["status", "--json"]);
     said.push(out.clone());
     assert!(ok, "status failed:\n{out}");
@@ -153,6 +185,41 @@ pub fn converges(stack: &TestStack, podman: &Podman, registry_free: &[String], t
     assert!(string(grafana, "note").is_some_and(|n| n.contains("no Debian package")), "{out}");
     let (ok, out, _) = stack.xtask(&["status"]);
     assert!(ok && out.contains(&format!("health supervisor: running (pid {supervisor}")), "{out}");
+
+    // --- JetStream keeps what was accepted: engine stopped, NATS re-created, volume kept -------
+    let web_port = stack::test_host_port(5173);
+    let engine = container("analytics-engine");
+    podman.ok(&["stop", "-t", "10", &engine]);
+    let kind = format!("rf_js_{}", std::process::id());
+    for i in 0..10 {
+        let body = format!(r#"{{"kind":"{kind}","value":{i},"source":"registry-free-e2e"}}"#);
+        let (code, answer) = http_request(web_port, "POST", "/api/events", Some(&body)).unwrap();
+        assert_eq!(code, 202, "with analytics-engine stopped, POST answered {code}: {answer}");
+    }
+    // The same client id twice: stored once (JetStream's duplicate window, then the engine).
+    let twice = format!(r#"{{"id":"{kind}-once","kind":"{kind}","value":99,"source":"registry-free-e2e"}}"#);
+    for _ in 0..2 {
+        let (code, answer) = http_request(web_port, "POST", "/api/events", Some(&twice)).unwrap();
+        assert_eq!(code, 202, "POST with a client id answered {code}: {answer}");
+    }
+    podman.ok(&["rm", "-f", "-t", "10", &container("nats")]);
+    let (ok, out, _) = stack.xtask(&deploy);
+    said.push(out.clone());
+    assert!(ok, "deploy after NATS was removed failed:\n{out}");
+    assert!(out.contains("create   nats") && out.contains("start    analytics-engine"), "{out}");
+    let path = format!("/api/stats?kind={kind}");
+    let counted = wait_for(Duration::from_secs(90), || match http_get(web_port, &path) {
+        Ok((200, b)) if b.contains("\"count\":11") => Ok(b),
+        Ok((c, b)) => Err(format!("{c} {b}")),
+        Err(e) => Err(e),
+    })
+    .unwrap_or_else(|e| {
+        panic!("11 events (10 + one sent twice) accepted while the engine was stopped and NATS re-created: {e}")
+    });
+    eprintln!(
+        "ok events accepted while the engine was down survived NATS being re-created, each counted once: {}",
+        counted.trim()
+    );
 
     // --- a second deploy changes nothing ------------------------------------------------------
     let before = containers(podman);
@@ -242,7 +309,6 @@ pub fn converges(stack: &TestStack, podman: &Podman, registry_free: &[String], t
     let web = container("web");
     podman.ok(&["rm", "-f", "-t", "2", &web]);
     let before = containers(podman);
-    let web_port = stack::test_host_port(5173);
     let listener = std::net::TcpListener::bind(("127.0.0.1", web_port)).expect("bind web's port");
     let (ok, out, _) = stack.xtask(&deploy);
     said.push(out.clone());
