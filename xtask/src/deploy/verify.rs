@@ -92,9 +92,7 @@ pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, d
 fn event_round_trip(web: &str, t: Duration) -> Result<()> {
     let kind = format!("verify_{}", std::process::id());
     let before = count_of(web, &kind)?;
-    let mut body = String::new();
-    json::object(&mut body).string("kind", &kind).number("value", 42.5).string("source", "xtask-verify");
-    let r = http::request("POST", &format!("{web}/api/events"), Some(("application/json", body.as_bytes())), t)?;
+    let r = post_event(web, &kind, 42.5)?;
     if r.status != 202 {
         bail!("POST {web}/api/events answered {} {}: expected 202", r.status, r.text());
     }
@@ -119,6 +117,18 @@ fn event_round_trip(web: &str, t: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Posts one event through web's `/api` proxy, as a user of the dashboard does.
+fn post_event(web: &str, kind: &str, value: f64) -> Result<http::Response> {
+    let mut body = String::new();
+    json::object(&mut body).string("kind", kind).number("value", value).string("source", "xtask-verify");
+    http::request(
+        "POST",
+        &format!("{web}/api/events"),
+        Some(("application/json", body.as_bytes())),
+        Duration::from_secs(5),
+    )
 }
 
 /// Waits until `/api/stats` counts `want` events of `kind`.
@@ -175,14 +185,7 @@ fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) ->
     runner.run_checked(&podman.cmd().args(["stop", "-t", "10", &container]))?;
     let posted = (|| -> Result<()> {
         for i in 0..N {
-            let mut body = String::new();
-            json::object(&mut body).string("kind", &kind).number("value", i as f64).string("source", "xtask-verify");
-            let r = http::request(
-                "POST",
-                &format!("{web}/api/events"),
-                Some(("application/json", body.as_bytes())),
-                Duration::from_secs(5),
-            )?;
+            let r = post_event(web, &kind, i as f64)?;
             if r.status != 202 {
                 bail!("with analytics-engine stopped, POST /api/events answered {} {}", r.status, r.text());
             }
@@ -220,14 +223,7 @@ fn kept_across_deploys(ws: &Workspace, stack: &Stack, web: &str) -> Result<()> {
         println!("ok    the {left} marker event(s) stored by earlier runs are still counted ({now})");
     }
     if now == 0 {
-        let mut body = String::new();
-        json::object(&mut body).string("kind", kind).number("value", 1.0).string("source", "xtask-verify");
-        let r = http::request(
-            "POST",
-            &format!("{web}/api/events"),
-            Some(("application/json", body.as_bytes())),
-            Duration::from_secs(5),
-        )?;
+        let r = post_event(web, kind, 1.0)?;
         if r.status != 202 {
             bail!("POST {web}/api/events ({kind}) answered {}", r.status);
         }
