@@ -55,15 +55,6 @@ pub struct Config {
 
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50051";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9100";
-pub const DEFAULT_NATS_STREAM: &str = "V7_EVENTS";
-pub const DEFAULT_NATS_CONSUMER: &str = "analytics-engine";
-/// 1 GiB, the contract's default `max_bytes`.
-pub const DEFAULT_STREAM_MAX_BYTES: i64 = 1_073_741_824;
-/// 7 days, the contract's default `max_age`.
-pub const DEFAULT_STREAM_MAX_AGE_SECS: u64 = 604_800;
-/// Upper bound of `V7_STREAM_MAX_AGE_SECS` (100 years): JetStream keeps `max_age` in nanoseconds
-/// as an i64, so larger values would overflow on the server (backend uses the same bound).
-const MAX_AGE_SECS_LIMIT: u64 = 100 * 365 * 24 * 3600;
 /// Upper bound of `V7_INGEST_BATCH`: the consumer's `max_ack_pending` (10 000); a pull asking
 /// for more could never be filled.
 pub const MAX_BATCH: u64 = 10_000;
@@ -98,19 +89,24 @@ impl Config {
             "text" => LogFormat::Text,
             other => bail!("V7_LOG_FORMAT must be `json` or `text`, got {other:?}"),
         };
-        let nats_subject = get("V7_NATS_SUBJECT", "v7.events");
-        if nats_subject.contains(char::is_whitespace) {
-            bail!("V7_NATS_SUBJECT must not contain whitespace, got {nats_subject:?}");
+        let nats_subject = get("V7_NATS_SUBJECT", event_stream::DEFAULT_SUBJECT);
+        if let Err(e) = event_stream::validate_subject(&nats_subject) {
+            bail!("V7_NATS_SUBJECT: {e}");
         }
-        let nats_stream = get("V7_NATS_STREAM", DEFAULT_NATS_STREAM);
-        validate_name(&nats_stream).context("V7_NATS_STREAM")?;
-        let nats_consumer = get("V7_NATS_CONSUMER", DEFAULT_NATS_CONSUMER);
-        validate_name(&nats_consumer).context("V7_NATS_CONSUMER")?;
+        let nats_stream = get("V7_NATS_STREAM", event_stream::DEFAULT_STREAM);
+        event_stream::validate_name(&nats_stream).map_err(|e| anyhow::anyhow!("V7_NATS_STREAM: {e}"))?;
+        let nats_consumer = get("V7_NATS_CONSUMER", event_stream::DEFAULT_CONSUMER);
+        event_stream::validate_name(&nats_consumer).map_err(|e| anyhow::anyhow!("V7_NATS_CONSUMER: {e}"))?;
         let stream_max_bytes = parse_int("V7_STREAM_MAX_BYTES", &get("V7_STREAM_MAX_BYTES", ""), 1, i64::MAX as u64)?
-            .map_or(DEFAULT_STREAM_MAX_BYTES, |v| v as i64);
+            .map_or(event_stream::DEFAULT_MAX_BYTES, |v| v as i64);
         let stream_max_age = Duration::from_secs(
-            parse_int("V7_STREAM_MAX_AGE_SECS", &get("V7_STREAM_MAX_AGE_SECS", ""), 0, MAX_AGE_SECS_LIMIT)?
-                .unwrap_or(DEFAULT_STREAM_MAX_AGE_SECS),
+            parse_int(
+                "V7_STREAM_MAX_AGE_SECS",
+                &get("V7_STREAM_MAX_AGE_SECS", ""),
+                0,
+                event_stream::MAX_AGE_SECS_LIMIT,
+            )?
+            .unwrap_or(event_stream::DEFAULT_MAX_AGE_SECS),
         );
         let batch_size =
             parse_int("V7_INGEST_BATCH", &get("V7_INGEST_BATCH", ""), 1, MAX_BATCH)?.unwrap_or(500) as usize;
@@ -152,19 +148,6 @@ fn parse_int(var: &str, value: &str, min: u64, max: u64) -> Result<Option<u64>> 
         Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
         _ => bail!("{var} must be an integer from {min} to {max}, got {value:?}"),
     }
-}
-
-/// A JetStream stream or durable consumer name: 1-255 bytes (it becomes a directory on the
-/// server), none of whitespace `.` `*` `>` `/` `\` (subject tokens or path separators). The
-/// same rule as backend's, so one value is valid for both services.
-fn validate_name(s: &str) -> Result<()> {
-    if s.is_empty() || s.len() > 255 {
-        bail!("must be 1 to 255 bytes, got {}", s.len());
-    }
-    if let Some(c) = s.chars().find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
-        bail!("{s:?} must not contain {c:?} (no whitespace, . * > / \\)");
-    }
-    Ok(())
 }
 
 /// `V7_CLICKHOUSE_PASSWORD_FILE` (a podman secret mounted as a file: it never shows in

@@ -17,9 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{pull, PullConsumer};
 use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream;
 use async_nats::jetstream::{self, Message};
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -30,47 +30,19 @@ use crate::event::{parse_event, Row};
 use crate::metrics::Metrics;
 use crate::stopped;
 
-/// The contract's consumer `ack_wait`: how long a delivered, unacknowledged message waits
-/// before JetStream delivers it again.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
-/// The contract's consumer `max_ack_pending`: unacknowledged messages over all engines.
-pub const MAX_ACK_PENDING: i64 = 10_000;
-/// The contract's stream `duplicate_window`: how long a `Nats-Msg-Id` is remembered.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-/// The stream config backend and analytics-engine both pass to `get_or_create_stream`
-/// (whichever starts first creates it; neither edits an existing stream).
+/// The stream, from the contract shared with backend (the `event-stream` crate).
 pub fn stream_config(config: &Config) -> stream::Config {
-    stream::Config {
-        name: config.nats_stream.clone(),
-        subjects: vec![config.nats_subject.clone()],
-        storage: StorageType::File,
-        max_bytes: config.stream_max_bytes,
-        max_age: config.stream_max_age,
-        // A full stream refuses new events (the publisher answers 503) instead of silently
-        // dropping the oldest, possibly unconsumed, ones.
-        discard: DiscardPolicy::New,
-        // An event leaves the stream once analytics-engine acknowledged it (it is in
-        // ClickHouse then): `max_bytes` bounds the backlog, not a week of traffic. With the
-        // default (limits) retention, 1 GiB of stored-and-counted events made backend refuse
-        // new ones until they aged out.
-        retention: RetentionPolicy::WorkQueue,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    }
+    event_stream::stream_config(
+        &config.nats_stream,
+        &config.nats_subject,
+        config.stream_max_bytes,
+        config.stream_max_age,
+    )
 }
 
-/// The durable pull consumer every engine shares.
+/// The durable pull consumer every engine shares, from the same contract.
 pub fn consumer_config(config: &Config) -> pull::Config {
-    pull::Config {
-        durable_name: Some(config.nats_consumer.clone()),
-        description: Some("V7 analytics-engine: events -> ClickHouse".into()),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
-        max_ack_pending: MAX_ACK_PENDING,
-        deliver_policy: DeliverPolicy::All,
-        ..Default::default()
-    }
+    event_stream::consumer_config(&config.nats_consumer)
 }
 
 /// NATS state shared with `/readyz` and the `Health` RPC.
@@ -237,41 +209,6 @@ enum Exit {
     Rebind(String),
 }
 
-/// The settings of an existing stream and consumer that differ from the contract's and matter
-/// to the delivery guarantees (empty when they match).
-pub fn config_drift(
-    want_stream: &stream::Config,
-    stream: &stream::Config,
-    want_consumer: &pull::Config,
-    consumer: &async_nats::jetstream::consumer::Config,
-) -> Vec<String> {
-    let mut d = Vec::new();
-    let mut check = |what: &str, want: String, got: String| {
-        if want != got {
-            d.push(format!("{what}: contract {want}, found {got}"));
-        }
-    };
-    check("stream subjects", format!("{:?}", want_stream.subjects), format!("{:?}", stream.subjects));
-    check("stream storage", format!("{:?}", want_stream.storage), format!("{:?}", stream.storage));
-    check("stream discard", format!("{:?}", want_stream.discard), format!("{:?}", stream.discard));
-    check("stream max_bytes", want_stream.max_bytes.to_string(), stream.max_bytes.to_string());
-    check("stream max_age", format!("{:?}", want_stream.max_age), format!("{:?}", stream.max_age));
-    check(
-        "stream duplicate_window",
-        format!("{:?}", want_stream.duplicate_window),
-        format!("{:?}", stream.duplicate_window),
-    );
-    check("consumer ack_policy", format!("{:?}", want_consumer.ack_policy), format!("{:?}", consumer.ack_policy));
-    check("consumer ack_wait", format!("{:?}", want_consumer.ack_wait), format!("{:?}", consumer.ack_wait));
-    check("consumer max_ack_pending", want_consumer.max_ack_pending.to_string(), consumer.max_ack_pending.to_string());
-    check(
-        "consumer deliver_policy",
-        format!("{:?}", want_consumer.deliver_policy),
-        format!("{:?}", consumer.deliver_policy),
-    );
-    d
-}
-
 fn backoff_after(failures: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(failures.min(5))).min(Duration::from_secs(5))
 }
@@ -380,7 +317,12 @@ impl Ingest {
             .get_or_create_consumer(&s.consumer_name, s.consumer.clone())
             .await
             .map_err(|e| format!("consumer {}: {e}", s.consumer_name))?;
-        let drift = config_drift(&s.stream, &stream.cached_info().config, &s.consumer, &consumer.cached_info().config);
+        let drift = event_stream::config_drift(
+            &s.stream,
+            &stream.cached_info().config,
+            &s.consumer,
+            &consumer.cached_info().config,
+        );
         if !drift.is_empty() {
             // Used as they are (the contract: nobody edits an existing stream or consumer), but
             // an operator should know the guarantees above may not hold.
@@ -544,35 +486,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_contract_config() {
-        let c = Config::from_map(&Default::default()).unwrap();
-        let s = stream_config(&c);
-        assert_eq!((s.name.as_str(), s.subjects.as_slice()), ("V7_EVENTS", &["v7.events".to_string()][..]));
-        assert_eq!((s.storage, s.discard), (StorageType::File, DiscardPolicy::New));
-        assert_eq!((s.max_bytes, s.max_age), (1_073_741_824, Duration::from_secs(604_800)));
-        assert_eq!(s.duplicate_window, Duration::from_secs(120));
-        let p = consumer_config(&c);
-        assert_eq!(p.durable_name.as_deref(), Some("analytics-engine"));
-        assert_eq!((p.ack_policy, p.ack_wait, p.max_ack_pending), (AckPolicy::Explicit, ACK_WAIT, 10_000));
-        assert_eq!(p.deliver_policy, DeliverPolicy::All);
-    }
-
-    #[test]
-    fn drift_names_what_differs() {
+    fn the_contract_config_from_the_environment() {
         let c = Config::from_map(&Default::default()).unwrap();
         let (s, p) = (stream_config(&c), consumer_config(&c));
-        let found = async_nats::jetstream::consumer::Config {
-            ack_policy: p.ack_policy,
-            ack_wait: p.ack_wait,
-            max_ack_pending: p.max_ack_pending,
-            deliver_policy: p.deliver_policy,
-            ..Default::default()
-        };
-        assert!(config_drift(&s, &s, &p, &found).is_empty());
-        let other = stream::Config { discard: DiscardPolicy::Old, ..s.clone() };
-        let short = async_nats::jetstream::consumer::Config { ack_wait: Duration::from_secs(5), ..found };
-        let d = config_drift(&s, &other, &p, &short);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].starts_with("stream discard") && d[1].starts_with("consumer ack_wait"), "{d:?}");
+        assert_eq!((s.name.as_str(), s.subjects.as_slice()), ("V7_EVENTS", &["v7.events".to_string()][..]));
+        assert_eq!(s.retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(p.durable_name.as_deref(), Some("analytics-engine"));
+        let vars = [
+            ("V7_NATS_STREAM", "S2"),
+            ("V7_NATS_SUBJECT", "a.b"),
+            ("V7_NATS_CONSUMER", "c2"),
+            ("V7_STREAM_MAX_BYTES", "1000"),
+        ];
+        let c = Config::from_map(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
+        let (s, p) = (stream_config(&c), consumer_config(&c));
+        assert_eq!((s.name.as_str(), s.subjects[0].as_str(), s.max_bytes), ("S2", "a.b", 1000));
+        assert_eq!(p.durable_name.as_deref(), Some("c2"));
     }
 }

@@ -8,14 +8,8 @@ use std::time::Duration;
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:3000";
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50053";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-pub const DEFAULT_NATS_SUBJECT: &str = "v7.events";
 pub const DEFAULT_ANALYTICS_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_LOG_FILTER: &str = "info";
-pub const DEFAULT_NATS_STREAM: &str = "V7_EVENTS";
-/// 1 GiB: the shared contract's default for `V7_STREAM_MAX_BYTES`.
-pub const DEFAULT_STREAM_MAX_BYTES: i64 = 1_073_741_824;
-/// 7 days: the shared contract's default for `V7_STREAM_MAX_AGE_SECS`.
-pub const DEFAULT_STREAM_MAX_AGE_SECS: u64 = 604_800;
 pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus:9090";
 
@@ -99,17 +93,24 @@ impl Config {
             });
         }
 
-        let nats_subject = get("V7_NATS_SUBJECT", DEFAULT_NATS_SUBJECT);
-        validate_subject(&nats_subject).map_err(|message| ConfigError { var: "V7_NATS_SUBJECT", message })?;
+        let nats_subject = get("V7_NATS_SUBJECT", event_stream::DEFAULT_SUBJECT);
+        event_stream::validate_subject(&nats_subject)
+            .map_err(|message| ConfigError { var: "V7_NATS_SUBJECT", message })?;
 
-        let nats_stream = get("V7_NATS_STREAM", DEFAULT_NATS_STREAM);
-        validate_stream_name(&nats_stream).map_err(|message| ConfigError { var: "V7_NATS_STREAM", message })?;
+        let nats_stream = get("V7_NATS_STREAM", event_stream::DEFAULT_STREAM);
+        event_stream::validate_name(&nats_stream)
+            .map_err(|e| ConfigError { var: "V7_NATS_STREAM", message: format!("stream name {e}") })?;
 
         let stream_max_bytes = parse_int("V7_STREAM_MAX_BYTES", &get("V7_STREAM_MAX_BYTES", ""), 1, i64::MAX as u64)?
-            .map_or(DEFAULT_STREAM_MAX_BYTES, |v| v as i64);
+            .map_or(event_stream::DEFAULT_MAX_BYTES, |v| v as i64);
         let stream_max_age = Duration::from_secs(
-            parse_int("V7_STREAM_MAX_AGE_SECS", &get("V7_STREAM_MAX_AGE_SECS", ""), 0, MAX_AGE_SECS_LIMIT)?
-                .unwrap_or(DEFAULT_STREAM_MAX_AGE_SECS),
+            parse_int(
+                "V7_STREAM_MAX_AGE_SECS",
+                &get("V7_STREAM_MAX_AGE_SECS", ""),
+                0,
+                event_stream::MAX_AGE_SECS_LIMIT,
+            )?
+            .unwrap_or(event_stream::DEFAULT_MAX_AGE_SECS),
         );
         let publish_timeout = Duration::from_millis(
             parse_int("V7_PUBLISH_TIMEOUT_MS", &get("V7_PUBLISH_TIMEOUT_MS", ""), 1, PUBLISH_TIMEOUT_MS_LIMIT)?
@@ -164,9 +165,6 @@ impl Config {
     }
 }
 
-/// Upper bound of `V7_STREAM_MAX_AGE_SECS` (100 years): JetStream keeps `max_age` in
-/// nanoseconds as an i64, so larger values would overflow on the server.
-const MAX_AGE_SECS_LIMIT: u64 = 100 * 365 * 24 * 3600;
 /// Upper bound of `V7_PUBLISH_TIMEOUT_MS` (10 min): a request waiting longer is useless to a client.
 const PUBLISH_TIMEOUT_MS_LIMIT: u64 = 600_000;
 
@@ -181,33 +179,10 @@ fn parse_int(var: &'static str, value: &str, min: u64, max: u64) -> Result<Optio
     }
 }
 
-/// A JetStream stream name: non-empty, at most 255 bytes (it becomes a directory on the
-/// server), none of whitespace `.` `*` `>` `/` `\` (they are subject tokens or path separators).
-fn validate_stream_name(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 255 {
-        return Err(format!("stream name must be 1 to 255 bytes, got {}", s.len()));
-    }
-    if let Some(c) = s.chars().find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
-        return Err(format!("stream name {s:?} must not contain {c:?} (no whitespace, . * > / \\)"));
-    }
-    Ok(())
-}
-
 fn parse_addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value
         .parse()
         .map_err(|_| ConfigError { var, message: format!("expected IP:PORT (e.g. 0.0.0.0:3000), got {value:?}") })
-}
-
-/// A subject to publish on: dot-separated non-empty tokens, no whitespace, no wildcards.
-fn validate_subject(s: &str) -> Result<(), String> {
-    if s.split('.').any(|t| t.is_empty()) {
-        return Err(format!("subject {s:?} has an empty token"));
-    }
-    if s.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
-        return Err(format!("subject {s:?} must not contain whitespace or wildcards"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::connection::State as NatsState;
 use async_nats::jetstream::context::{Publish, PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream;
 use async_nats::jetstream::{self, ErrorCode};
 // axum re-exports `bytes::Bytes` (the payload type of async-nats), so no extra dependency.
 use axum::body::Bytes;
@@ -22,29 +22,14 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 
-/// The contract's `duplicate_window`: how long a `Nats-Msg-Id` is remembered.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-/// The stream config both backend and analytics-engine pass to `get_or_create_stream`
-/// (whichever starts first creates it; neither edits an existing stream).
+/// The stream, from the contract shared with analytics-engine (the `event-stream` crate).
 pub fn stream_config(config: &Config) -> stream::Config {
-    stream::Config {
-        name: config.nats_stream.clone(),
-        subjects: vec![config.nats_subject.clone()],
-        storage: StorageType::File,
-        max_bytes: config.stream_max_bytes,
-        max_age: config.stream_max_age,
-        // A full stream refuses new events (the publisher learns it and answers 503) instead of
-        // silently dropping the oldest, possibly unconsumed, ones.
-        discard: DiscardPolicy::New,
-        // An event leaves the stream once analytics-engine acknowledged it (it is in
-        // ClickHouse then): `max_bytes` bounds the backlog, not a week of traffic. With the
-        // default (limits) retention, 1 GiB of stored-and-counted events made backend refuse
-        // new ones until they aged out.
-        retention: RetentionPolicy::WorkQueue,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    }
+    event_stream::stream_config(
+        &config.nats_stream,
+        &config.nats_subject,
+        config.stream_max_bytes,
+        config.stream_max_age,
+    )
 }
 
 /// Why events could not be stored. Each maps to a `503` reason and a `Retry-After`.
@@ -394,13 +379,14 @@ mod tests {
     #[test]
     fn stream_config_is_the_contracts() {
         let c = stream_config(&Config::default());
-        assert_eq!(c.name, "V7_EVENTS");
-        assert_eq!(c.subjects, vec!["v7.events".to_string()]);
-        assert_eq!(c.storage, StorageType::File);
-        assert_eq!(c.max_bytes, 1_073_741_824);
-        assert_eq!(c.max_age, Duration::from_secs(604_800));
-        assert_eq!(c.discard, DiscardPolicy::New);
-        assert_eq!(c.duplicate_window, Duration::from_secs(120));
+        let want = event_stream::stream_config(
+            event_stream::DEFAULT_STREAM,
+            event_stream::DEFAULT_SUBJECT,
+            event_stream::DEFAULT_MAX_BYTES,
+            Duration::from_secs(event_stream::DEFAULT_MAX_AGE_SECS),
+        );
+        assert_eq!(format!("{c:?}"), format!("{want:?}"));
+        assert_eq!((c.name.as_str(), c.subjects[0].as_str()), ("V7_EVENTS", "v7.events"));
     }
 
     #[test]

@@ -24,9 +24,10 @@
 #           the first request after the load (> 1 s after any other, so HEAD's cache is cold) and
 #           the median of REPEATS more, back to back, through backend's `GET /api/stats` and by gRPC
 #           `GetStats{}` (all kinds, all time) straight to the engine, also with the client sending
-#           an HTTP/2 PING every 1 ms (both services leave Nagle on for the gRPC connections they
+#           an HTTP/2 PING every 1 ms (BASE's services leave Nagle on for the gRPC connections they
 #           accept, so an answer written as body + trailers otherwise waits ~40 ms for the client's
-#           delayed ACK; the pings make that ACK immediate); and ClickHouse's own query
+#           delayed ACK; the pings make that ACK immediate; HEAD sets TCP_NODELAY, so there the two
+#           should agree); and ClickHouse's own query
 #           over its HTTP interface: `GROUP BY kind` of count, avg, min, max, quantiles(0.5, 0.95),
 #           stddevPop on the baseline table, and HEAD's exact query (FINAL, stddevPopStable) on
 #           HEAD's table.

@@ -214,7 +214,7 @@ impl Js {
     pub async fn consumer_pending(&self) -> (u64, usize) {
         let s = self.js.get_stream(&self.stream).await.expect("get stream");
         let mut c: async_nats::jetstream::consumer::PullConsumer =
-            s.get_consumer(analytics_engine::config::DEFAULT_NATS_CONSUMER).await.expect("get consumer");
+            s.get_consumer(event_stream::DEFAULT_CONSUMER).await.expect("get consumer");
         let info = c.info().await.expect("consumer info");
         (info.num_pending, info.num_ack_pending)
     }
