@@ -209,6 +209,9 @@ enum Exit {
     Rebind(String),
 }
 
+/// How long after its `expires` a pull is given for the server's end-of-pull answer.
+const PULL_GRACE: Duration = Duration::from_millis(500);
+
 fn backoff_after(failures: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(failures.min(5))).min(Duration::from_secs(5))
 }
@@ -349,11 +352,19 @@ impl Ingest {
                 Ok(b) => b,
                 Err(e) => return Exit::Rebind(format!("pull request failed: {e}")),
             };
+            // The server ends the pull at `pull_expires` with a 408; when that answer goes
+            // missing, async-nats ends the batch only at expires + 5 s, and the events in hand
+            // wait that long for ClickHouse (seen in xtask/bench/ingest.sh, 3 of 9 loads). The
+            // pull is over on the server by then, so ending it here loses nothing: a message
+            // still on its way is redelivered after ack_wait.
+            let ends_by = tokio::time::Instant::now() + s.pull_expires + PULL_GRACE;
             let mut held: Vec<Held> = Vec::new();
             let mut failure = None;
             let mut stopping = false;
             loop {
                 tokio::select! {
+                    // Messages already here are taken before the deadline is looked at.
+                    biased;
                     m = batch.next() => match m {
                         None => break,
                         Some(Ok(msg)) => {
@@ -371,6 +382,7 @@ impl Ingest {
                     // Stop reading: a message the server sends to this pull afterwards is not lost,
                     // just unacknowledged, and redelivered after ack_wait.
                     _ = stopped(stop) => { stopping = true; break; }
+                    _ = tokio::time::sleep_until(ends_by) => break,
                 }
             }
             drop(batch);

@@ -659,7 +659,7 @@ quick=$(col "$tmp/stats" "\$1 == $smallest && \$2 == \"new_quick\"" 4 | median)
 batch_p50=$(col "$tmp/ingest" '$1 == "old" && $2 == "batch"' 4 | median)
 echo "A cached GetStats answer (this checkout, gRPC, $smallest events, back to back) took $floor ms ($quick ms with the client pinging every 1 ms): no statistics are computed for it, so that is the gRPC round trip of a GetStats answer."
 if awk -v a="$floor" -v b="$batch_p50" 'BEGIN { exit !(a > 20 || b > 35) }'; then
-  echo "It is ~40 ms (and a PublishBatch ack's p50 is $batch_p50 ms on the baseline): neither service sets TCP_NODELAY on the gRPC connections it accepts (tonic's TcpIncoming::from(listener)), and an answer of a few hundred bytes goes out as body, then trailers in a second write, which waits for the client's delayed ACK. Figures near 40-50 ms measure that, not the statistics or JetStream; the \"client pinging every 1 ms\" rows show the engines' own time (a PING a millisecond makes the client's ACK go out at once; backend's own channel to the engine does not do that, so GET /api/stats keeps the delay)."
+  echo "The baseline's PublishBatch ack p50 is $batch_p50 ms: its services leave TCP_NODELAY unset on the gRPC connections they accept (tonic's TcpIncoming::from(listener)), and an answer of a few hundred bytes goes out as body, then trailers in a second write, which waits ~40 ms for the client's delayed ACK. Baseline figures near 40-50 ms measure that; the \"client pinging every 1 ms\" rows show its engine's own time. This checkout sets TCP_NODELAY (grpc_incoming in both services), so its cached round trip above is the floor."
 fi
 for f in "$tmp"/logs/*.log; do
   n=$(grep -c -E ' (WARN|ERROR) ' "$f" || true)
