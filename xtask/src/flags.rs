@@ -9,7 +9,7 @@ xflags::xflags! {
     /// Examples:
     ///   cargo xtask doctor                 what podman needs here, proxies, mirrors
     ///   cargo xtask pull --status          which images the stack needs, and which are here
-    ///   cargo xtask build --mirror         build the services through package mirrors
+    ///   cargo xtask build --mirror default build the services through package mirrors
     ///   cargo xtask deploy                 build what is missing, start the stack, wait for health
     ///   cargo xtask verify                 prove the running stack works end to end
     ///   cargo xtask test                   every test suite (installs what it needs)
@@ -49,29 +49,55 @@ xflags::xflags! {
         }
 
         /// Build the service images (analytics-engine, backend, web), in parallel, skipping
-        /// those whose inputs have not changed.
+        /// those whose inputs have not changed. Proxy variables are checked first.
         ///
         /// Examples:
         ///   cargo xtask build
-        ///   cargo xtask build --mirror                  package mirrors from docker/stack.toml
-        ///   cargo xtask build --mirror --preset tuna backend
+        ///   cargo xtask build --mirror default          the default preset of docker/stack.toml
+        ///   cargo xtask build --mirror tuna backend
+        ///   cargo xtask build --mirror npm=http://host.containers.internal:4873 --dry-run
+        ///   cargo xtask build --jobs 2 --keep-going --json
         ///   cargo xtask build --registry-free           every image from Debian packages
         cmd build {
             /// Services to build (default: all three).
             repeated service: String
             /// Rewrite the Dockerfiles (out of tree) so apk, apt, npm, pip and cargo use package
-            /// mirrors.
-            optional --mirror
-            /// Which package mirror preset of docker/stack.toml `--mirror` uses.
-            optional --preset name: String
+            /// mirrors: a preset of docker/stack.toml, `default` (its default_preset), `auto`
+            /// (the fastest, as `cargo xtask mirrors` measures), or URLs,
+            /// `apk=URL,apt=URL,npm=URL,pip=URL,cargo=URL`.
+            optional --mirror spec: String
             /// Registry-free mode: build every image from Debian packages, no registry needed.
             optional --registry-free
             /// With --registry-free: make the Debian base image anew (it is otherwise reused).
             optional --rebuild-base
             /// Build even when nothing changed.
             optional --force
-            /// Print the podman commands instead of running them.
+            /// How many builds run at once (default: all). A build that fails beside another
+            /// is tried once more alone.
+            optional -j, --jobs n: usize
+            /// One build at a time (--jobs 1).
+            optional --sequential
+            /// Go on with the other builds when one fails (by default they are stopped).
+            optional --keep-going
+            /// Print the summary as JSON on stdout (the live display goes to stderr).
+            optional --json
+            /// Print the podman commands (and, with --mirror, each rewrite as a diff) instead
+            /// of running them.
             optional --dry-run
+        }
+
+        /// Measure every package mirror of docker/stack.toml's presets and each package
+        /// manager's own registry, all at once: status and latency (a dead one costs at most
+        /// the timeout). `build --mirror auto` uses the fastest reachable one of each manager.
+        ///
+        /// Examples:
+        ///   cargo xtask mirrors
+        ///   cargo xtask mirrors --timeout 2 --json
+        cmd mirrors {
+            /// Seconds one probe may take (default 3).
+            optional --timeout secs: u64
+            /// Print the measurements and what `auto` would choose as JSON on stdout.
+            optional --json
         }
 
         /// Bring the stack to what docker/stack.toml says: unchanged containers are kept,
@@ -84,9 +110,13 @@ xflags::xflags! {
         ///   cargo xtask deploy --registry-free
         ///   cargo xtask deploy --dry-run
         ///   cargo xtask deploy --force-recreate
+        ///   cargo xtask deploy --profile dev
         cmd deploy {
             /// Registry-free mode (see `build --registry-free`).
             optional --registry-free
+            /// Apply `[profiles.NAME]` of docker/stack.toml (e.g. `dev`, `prod`; docs/stack.md).
+            /// Not remembered: the next deploy without it converges to the file as it is.
+            optional --profile name: String
             /// Use the images that are here; do not build.
             optional --no-build
             /// Seconds each service may take to become healthy (default 120).
@@ -122,6 +152,8 @@ xflags::xflags! {
         cmd status {
             /// Print JSON.
             optional --json
+            /// The ports of `[profiles.NAME]`, as deployed with `deploy --profile NAME`.
+            optional --profile name: String
         }
 
         /// Show a service's logs.
@@ -138,13 +170,53 @@ xflags::xflags! {
         /// Prove the running stack works: post an event through web's proxy, see it stored
         /// and counted, and check every health endpoint and Prometheus target.
         ///
-        /// Example: cargo xtask verify
-        cmd verify {}
+        /// Examples:
+        ///   cargo xtask verify
+        ///   cargo xtask verify --compose
+        ///   cargo xtask verify --kube-play
+        cmd verify {
+            /// The compose project (`podman-compose -p v7_compose ...`, docs/compose.md) instead
+            /// of the deployed stack; runs every service's health check until it passes first.
+            optional --compose
+            /// What `podman kube play` runs of `export kube --target podman` (containers
+            /// `<service>-<service>`) instead of the deployed stack; runs every service's
+            /// health check until it passes first.
+            optional --kube-play
+            /// The stack file with this profile applied (`[profiles.NAME]`, docs/stack.md), as
+            /// it was deployed or exported: its ports are the ones verify uses.
+            optional --profile name: String
+        }
 
         /// Report podman and how this host needs it configured, proxies and mirrors in effect.
         ///
         /// Example: cargo xtask doctor
         cmd doctor {}
+
+        /// Publish the service images `build` made to their registry (the manifest's image
+        /// names; GHCR by default), tagged latest, the git short revision and, on a release tag
+        /// (v1.2.3), the version. Credentials from REGISTRY_USER and REGISTRY_TOKEN, or
+        /// GITHUB_ACTOR and GITHUB_TOKEN, handed to podman on stdin; never printed.
+        ///
+        /// Examples:
+        ///   cargo xtask push --dry-run                  every image and tag, nothing sent
+        ///   REGISTRY_USER=me REGISTRY_TOKEN=... cargo xtask push backend
+        ///   cargo xtask push --registry 127.0.0.1:5000/v7 --cert-dir certs.d/127.0.0.1:5000
+        cmd push {
+            /// Services to push (default: all three).
+            repeated services: String
+            /// HOST[/PREFIX] to push `<service>` under instead of the manifest's names.
+            optional --registry registry: String
+            /// Another tag for every image; repeat for more.
+            repeated --tag tag: String
+            /// podman's --cert-dir: a directory with the registry's CA certificate (*.crt).
+            optional --cert-dir dir: PathBuf
+            /// Attempts per image and tag, first one included (default 4).
+            optional --attempts n: u32
+            /// Seconds one attempt may take before it is stopped and retried (default 600).
+            optional --timeout secs: u64
+            /// Print the plan and the podman commands; push nothing.
+            optional --dry-run
+        }
 
         /// Air-gapped machines: every image of the stack in one verified archive.
         ///
@@ -164,16 +236,40 @@ xflags::xflags! {
             }
         }
 
-        /// Write the stack as a compose file or Kubernetes manifests.
+        /// Write the stack as a compose file or Kubernetes manifests. `compose` prints
+        /// compose.yaml, with --registry-free its override compose.offline.yaml.
         ///
         /// Examples:
-        ///   cargo xtask export compose > compose.yaml
+        ///   cargo xtask export compose --write     compose.yaml, compose.offline.yaml, secret files
         ///   cargo xtask export kube > v7.yaml
+        ///   cargo xtask export kube --target podman --registry-free > v7-podman.yaml
+        ///   cargo xtask export compose --profile prod > compose.prod.yaml
         cmd export {
             /// `compose` or `kube`.
             required format: String
             /// Registry-free image names.
             optional --registry-free
+            /// Apply `[profiles.NAME]` of docker/stack.toml (docs/stack.md); on stdout only
+            /// (the checked-in compose.yaml is the file without a profile).
+            optional --profile name: String
+            /// compose: write compose.yaml and compose.offline.yaml (in the checkout root, or
+            /// --dir) and make the compose project's secret files under .v7/ if missing.
+            optional --write
+            /// compose, with --write: this directory of the checkout instead of its root.
+            optional --dir dir: PathBuf
+            /// kube: `cluster` (default; Deployments, StatefulSets, NetworkPolicies, restricted
+            /// Pod Security) or `podman` (Pods for `podman kube play` on this machine).
+            optional --target target: String
+            /// kube: registry prefix of the service images (default: docker/stack.toml's).
+            optional --registry registry: String
+            /// kube: tag of the service images (default: the git short revision, as pushed).
+            optional --tag tag: String
+            /// kube: storage class of the volume claims (default: the cluster's default).
+            optional --storage-class class: String
+            /// kube: namespace (default: the project name).
+            optional --namespace namespace: String
+            /// kube: reference Secrets made beforehand instead of writing placeholders.
+            optional --existing-secrets
         }
 
         /// Run every test suite: lint (cargo fmt --check, clippy -D warnings), Rust, Python,
@@ -243,7 +339,7 @@ pub fn help_for(path: &[String]) -> String {
 }
 
 /// Flags and values that were renamed, and their names now.
-const RENAMED: &[(&str, &str)] = &[("--offline", "--registry-free")];
+const RENAMED: &[(&str, &str)] = &[("--offline", "--registry-free"), ("--preset", "--mirror PRESET")];
 
 pub fn renamed(args: &[String]) -> Option<(&'static str, &'static str)> {
     RENAMED.iter().copied().find(|(old, _)| args.iter().any(|a| a == old))
@@ -260,8 +356,8 @@ mod tests {
     #[test]
     fn every_command_has_help_of_its_own() {
         let commands = [
-            "pull", "build", "deploy", "down", "status", "logs", "verify", "doctor", "bundle", "export", "test",
-            "bench",
+            "pull", "build", "deploy", "down", "status", "logs", "verify", "doctor", "bundle", "export", "push",
+            "test", "bench",
         ];
         for c in commands {
             let help = help_for(&args(c));
@@ -278,7 +374,7 @@ mod tests {
         }
         let build = help_for(&args("build"));
         assert!(
-            build.contains("--registry-free") && build.contains("cargo xtask build --mirror --preset tuna backend"),
+            build.contains("--registry-free") && build.contains("cargo xtask build --mirror tuna backend"),
             "{build}"
         );
         let bundle = help_for(&args("bundle"));
@@ -297,5 +393,6 @@ mod tests {
         assert!(command_path(&args("nonsense build")).is_empty());
         assert_eq!(renamed(&args("build --offline")), Some(("--offline", "--registry-free")));
         assert_eq!(renamed(&args("build --registry-free")), None);
+        assert_eq!(renamed(&args("build --mirror --preset tuna")), Some(("--preset", "--mirror PRESET")));
     }
 }

@@ -75,6 +75,7 @@ fn run(flags: flags::Xtask) -> Result<()> {
     match flags.subcommand {
         flags::XtaskCmd::Pull(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Build(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Mirrors(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Deploy(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Down(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Status(cmd) => cmd.run(&ws),
@@ -84,6 +85,7 @@ fn run(flags: flags::Xtask) -> Result<()> {
         flags::XtaskCmd::Doctor(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Bundle(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Export(cmd) => cmd.run(&ws),
+        flags::XtaskCmd::Push(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Test(cmd) => cmd.run(&ws),
         flags::XtaskCmd::Bench(cmd) => cmd.run(&ws),
     }

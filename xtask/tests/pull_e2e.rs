@@ -4,11 +4,14 @@
 //! Everything a test makes is named `v7test-pull-...` (or lives under a `127.0.0.1:PORT`
 //! registry it started) and is removed on drop, even when the test fails.
 //!
-//! The registries here are plain HTTP, so by default podman pulls through the xtask's loopback
-//! relay (xtask/src/images/pull/relay), which retries single requests; `--no-relay` is the path
-//! HTTPS registries take (podman talks to the registry, the xtask retries whole pulls). Most
-//! faults are tested on both paths. No test asserts on wall-clock time: waits are checked in
-//! the proxy's own request log, durations belong to `xtask/bench/pull.sh`.
+//! By default podman pulls through the xtask's loopback relay (xtask/src/images/pull/relay),
+//! which retries single requests; `--no-relay` is the path other HTTPS registries take (podman
+//! talks to the registry, the xtask retries whole pulls). Most faults are tested on both paths,
+//! and the fault tests run twice ([`over_both`]): against a plain-HTTP registry and proxy, and
+//! against a TLS registry and a TLS proxy whose certificates come from a CA the test makes,
+//! trusted by podman and the relay only through the xtask's certs.d directory (never the
+//! system's store). No test asserts on wall-clock time: waits are checked in the proxy's own
+//! request log, durations belong to `xtask/bench/pull.sh`.
 
 mod support;
 
@@ -16,38 +19,39 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use support::registry::*;
+use support::tinyproxy::ConnectProxy;
 use support::*;
 
-/// One registry with one proxy in front, and images pushed to it.
-struct Setup {
-    images: Images,
-    proxy: Proxy,
-    registry: Registry,
-    xtask: Xtask,
-}
-
-impl Setup {
-    fn new(names: &[(&str, usize)]) -> Setup {
-        let registry = Registry::start();
-        for (name, mb) in names {
-            push_image(&registry.addr(), name, "1", *mb);
+/// `mod NAME { fn http(); fn https(); }`: the test `NAME(transport)` over plain HTTP and TLS.
+macro_rules! over_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn http() {
+                super::$name(super::Transport::Http)
+            }
+            #[test]
+            fn https() {
+                super::$name(super::Transport::Https)
+            }
         }
-        let proxy = Proxy::start(&registry.addr());
-        let xtask = Xtask::new(&[proxy.addr(), registry.addr()]);
-        Setup { images: Images::default(), proxy, registry, xtask }
-    }
-
-    /// The reference through the proxy; registered for removal.
-    fn via_proxy(&mut self, name: &str) -> String {
-        let r = format!("{}/v7test-pull/{name}:1", self.proxy.addr());
-        self.images.add(&r);
-        r
-    }
+    )*};
 }
 
-#[test]
-fn transient_503_is_retried_then_succeeds_and_status_shows_it() {
-    let mut s = Setup::new(&[("flaky", 1), ("flakydirect", 1)]);
+over_both!(
+    transient_503_is_retried_then_succeeds_and_status_shows_it,
+    persistent_503_fails_with_a_clear_message,
+    unknown_tag_fails_fast_without_retries,
+    rate_limit_429_waits_for_retry_after,
+    resets_and_cuts_mid_blob_are_retried,
+    mirror_is_used_before_the_origin,
+    one_bad_answer_to_the_mirror_probe_does_not_skip_the_mirror,
+    dead_mirrors_are_skipped_and_the_next_one_is_used,
+    ctrl_c_stops_pulls_and_leaves_nothing_half_pulled,
+);
+
+fn transient_503_is_retried_then_succeeds_and_status_shows_it(transport: Transport) {
+    let mut s = Setup::over(transport, &[("flaky", 1), ("flakydirect", 1)]);
     let image = s.via_proxy("flaky");
     let direct = s.via_proxy("flakydirect");
     let (ok, out, _, _) = s.xtask.run(&["pull", "--status", "--image", &image]);
@@ -86,9 +90,8 @@ fn transient_503_is_retried_then_succeeds_and_status_shows_it() {
     assert_eq!(s.proxy.count("status=503"), 4);
 }
 
-#[test]
-fn persistent_503_fails_with_a_clear_message() {
-    let mut s = Setup::new(&[("down", 1)]);
+fn persistent_503_fails_with_a_clear_message(transport: Transport) {
+    let mut s = Setup::over(transport, &[("down", 1)]);
     let image = s.via_proxy("down");
     s.proxy.faults(r#"{"rules": [{"path": "/manifests/", "action": "status", "status": 503}]}"#);
     // Through the relay: 5 requests per podman attempt (relay/protocol.rs TRIES), 2 attempts.
@@ -112,9 +115,8 @@ fn persistent_503_fails_with_a_clear_message() {
     assert!(!image_exists(&image));
 }
 
-#[test]
-fn unknown_tag_fails_fast_without_retries() {
-    let mut s = Setup::new(&[("known", 1)]);
+fn unknown_tag_fails_fast_without_retries(transport: Transport) {
+    let mut s = Setup::over(transport, &[("known", 1)]);
     let image = format!("{}/v7test-pull/known:nope", s.proxy.addr());
     s.images.add(&image);
     for relay in [true, false] {
@@ -132,9 +134,8 @@ fn unknown_tag_fails_fast_without_retries() {
     }
 }
 
-#[test]
-fn rate_limit_429_waits_for_retry_after() {
-    let mut s = Setup::new(&[("limited", 1), ("limiteddirect", 1)]);
+fn rate_limit_429_waits_for_retry_after(transport: Transport) {
+    let mut s = Setup::over(transport, &[("limited", 1), ("limiteddirect", 1)]);
     let image = s.via_proxy("limited");
     let direct = s.via_proxy("limiteddirect");
     // Through the relay: it reads Retry-After itself and asks again after 2 s, within podman's
@@ -170,9 +171,8 @@ fn rate_limit_429_waits_for_retry_after() {
     assert!(image_exists(&direct));
 }
 
-#[test]
-fn resets_and_cuts_mid_blob_are_retried() {
-    let mut s = Setup::new(&[("cut", 4), ("reset", 1), ("cutdirect", 4)]);
+fn resets_and_cuts_mid_blob_are_retried(transport: Transport) {
+    let mut s = Setup::over(transport, &[("cut", 4), ("reset", 1), ("cutdirect", 4)]);
     let cut = s.via_proxy("cut");
     let reset = s.via_proxy("reset");
     let cut_direct = s.via_proxy("cutdirect");
@@ -241,17 +241,16 @@ fn a_registry_that_wants_credentials_is_pulled_directly() {
     assert!(image_exists(&image));
 }
 
-#[test]
-fn mirror_is_used_before_the_origin() {
-    let mut s = Setup::new(&[("mirrored", 1)]);
-    let mirror = Proxy::start(&s.registry.addr());
+fn mirror_is_used_before_the_origin(transport: Transport) {
+    let mut s = Setup::over(transport, &[("mirrored", 1)]);
+    let mirror = s.mirror();
     let image = s.via_proxy("mirrored");
-    let spec = format!("{}=http://{}", s.proxy.addr(), mirror.addr());
+    let spec = format!("{}={}", s.proxy.addr(), s.url(&mirror.addr()));
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &image]);
     assert!(ok, "{err}");
     assert_eq!(
         image_string(&out, &image, "source").as_deref(),
-        Some(format!("mirror http://{}", mirror.addr()).as_str()),
+        Some(format!("mirror {}", s.url(&mirror.addr())).as_str()),
         "{out}"
     );
     assert!(mirror.count("path=/manifests/") >= 1);
@@ -277,27 +276,54 @@ fn mirror_is_used_before_the_origin() {
     // The mirror lacks a tag: the origin serves it.
     let other = format!("{}/v7test-pull/mirrored:2", s.proxy.addr());
     s.images.add(&other);
-    push_image(&s.registry.addr(), "mirrored", "2", 1);
+    push_image(&s.registry, "mirrored", "2", 1);
     mirror.faults(r#"{"rules": [{"path": "/manifests/2", "action": "status", "status": 404}]}"#);
     let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &other]);
     assert!(ok, "{err}");
     assert_eq!(image_string(&out, &other, "source").as_deref(), Some(s.proxy.addr().as_str()), "{out}");
 }
 
-#[test]
-fn dead_mirrors_are_skipped_and_the_next_one_is_used() {
-    let mut s = Setup::new(&[("deadmirror", 1)]);
-    let good = Proxy::start(&s.registry.addr());
+fn one_bad_answer_to_the_mirror_probe_does_not_skip_the_mirror(transport: Transport) {
+    let mut s = Setup::over(transport, &[("probe503", 1), ("probereset", 1)]);
+    for (name, fault) in
+        [("probe503", r#"{"action": "status", "status": 503}"#), ("probereset", r#"{"action": "reset"}"#)]
+    {
+        let mirror = s.mirror();
+        // Exactly the first `GET /v2/`: the probe the xtask sends before any pull.
+        mirror.faults(&format!(r#"{{"rules": [{{"path": "^/v2/$", "times": 1, {}}}]}}"#, &fault[1..fault.len() - 1]));
+        let image = s.via_proxy(name);
+        let spec = format!("{}={}", s.proxy.addr(), s.url(&mirror.addr()));
+        let (ok, out, err, _) = s.xtask.run(&["pull", "--json", "--registry-mirror", &spec, "--image", &image]);
+        assert!(ok, "{name}: {err}");
+        let fault_kind = if name == "probe503" { "status" } else { "reset" };
+        assert_eq!(
+            mirror.count(&format!("path=^/v2/$&fault={fault_kind}")),
+            1,
+            "{name}: the probe got no fault: {}",
+            mirror.log()
+        );
+        assert_eq!(
+            image_string(&out, &image, "source").as_deref(),
+            Some(format!("mirror {}", s.url(&mirror.addr())).as_str()),
+            "{name}: the mirror must still be used after one bad answer to its probe: {out}\n{err}"
+        );
+        assert_eq!(s.proxy.count("path=/v2/v7test-pull"), 0, "{name}: origin was asked: {}", s.proxy.log());
+        let report = json(&out);
+        assert_eq!(boolean(entry(&report, "mirrors", "url", &s.url(&mirror.addr())), "alive"), Some(true), "{out}");
+    }
+}
+
+fn dead_mirrors_are_skipped_and_the_next_one_is_used(transport: Transport) {
+    let mut s = Setup::over(transport, &[("deadmirror", 1)]);
+    let good = s.mirror();
     let image = s.via_proxy("deadmirror");
     let refused = free_port(); // nothing listens
     let silent = TcpListener::bind("127.0.0.1:0").unwrap(); // accepts, never answers
     let silent_port = silent.local_addr().unwrap().port();
     let o = s.proxy.addr();
-    let specs = [
-        format!("{o}=http://127.0.0.1:{refused}"),
-        format!("{o}=http://127.0.0.1:{silent_port}"),
-        format!("{o}=http://{}", good.addr()),
-    ];
+    let (refused_url, silent_url) =
+        (s.url(&format!("127.0.0.1:{refused}")), s.url(&format!("127.0.0.1:{silent_port}")));
+    let specs = [format!("{o}={refused_url}"), format!("{o}={silent_url}"), format!("{o}={}", s.url(&good.addr()))];
     let mut args = vec!["pull", "--json", "--image", &image];
     for sp in &specs {
         args.extend(["--registry-mirror", sp]);
@@ -306,19 +332,19 @@ fn dead_mirrors_are_skipped_and_the_next_one_is_used() {
     assert!(ok, "{err}");
     assert_eq!(
         image_string(&out, &image, "source").as_deref(),
-        Some(format!("mirror http://{}", good.addr()).as_str()),
+        Some(format!("mirror {}", s.url(&good.addr())).as_str()),
         "{out}"
     );
-    assert!(err.contains(&format!("mirror http://127.0.0.1:{refused} is not answering")), "{err}");
-    assert!(err.contains(&format!("mirror http://127.0.0.1:{silent_port} is not answering")), "{err}");
+    assert!(err.contains(&format!("mirror {refused_url} is not answering")), "{err}");
+    assert!(err.contains(&format!("mirror {silent_url} is not answering")), "{err}");
     // Found dead once, before any pull: no attempt went to them.
     let report = json(&out);
-    for port in [silent_port, refused] {
-        let mirror = entry(&report, "mirrors", "url", &format!("http://127.0.0.1:{port}"));
+    for url in [&silent_url, &refused_url] {
+        let mirror = entry(&report, "mirrors", "url", url);
         assert_eq!(boolean(mirror, "alive"), Some(false), "{out}");
         assert!(string(mirror, "error").is_some(), "{out}");
     }
-    assert_eq!(boolean(entry(&report, "mirrors", "url", &format!("http://{}", good.addr())), "alive"), Some(true));
+    assert_eq!(boolean(entry(&report, "mirrors", "url", &s.url(&good.addr())), "alive"), Some(true));
     assert_eq!(image_number(&out, &image, "attempts"), Some(1.0), "{out}");
     drop(silent);
 }
@@ -341,9 +367,8 @@ fn concurrency_is_bounded_by_jobs() {
     }
 }
 
-#[test]
-fn ctrl_c_stops_pulls_and_leaves_nothing_half_pulled() {
-    let mut s = Setup::new(&[("slow", 8)]);
+fn ctrl_c_stops_pulls_and_leaves_nothing_half_pulled(transport: Transport) {
+    let mut s = Setup::over(transport, &[("slow", 8)]);
     let image = s.via_proxy("slow");
     // The layer blob hangs for 60 s: the pull is mid-way when Ctrl-C comes.
     s.proxy.faults(r#"{"rules": [{"path": "/blobs/", "method": "GET", "action": "delay", "ms": 60000}]}"#);
@@ -435,9 +460,10 @@ fn a_terminal_gets_a_live_display_and_a_log_gets_plain_lines() {
 
 #[test]
 fn a_loopback_registry_that_speaks_tls_is_pulled_directly() {
-    // A real TLS server (openssl s_server, a throwaway self-signed certificate) where a
-    // loopback registry is expected to speak plain HTTP: the relay finds out at its first
-    // request, and the pull goes to podman directly, whose error then names the certificate.
+    // A real TLS server (openssl s_server, a throwaway self-signed certificate nothing trusts)
+    // where a loopback registry is expected to speak plain HTTP: the relay finds out at its
+    // first request and asks over TLS, cannot verify the certificate (it never skips that), and
+    // the pull goes to podman directly, whose error then names the certificate.
     let dir = TempDir::new("tls");
     let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
     let made = std::process::Command::new("openssl")
@@ -470,9 +496,66 @@ fn a_loopback_registry_that_speaks_tls_is_pulled_directly() {
     let xtask = Xtask::new(&[]);
     let (ok, out, err, _) = xtask.run(&["pull", "--json", "--attempts", "1", "--image", &image]);
     assert!(!ok, "{out}");
-    assert!(err.contains("it does not answer plain HTTP: pulling directly"), "{err}");
+    assert!(err.contains("the relay cannot verify its certificate (curl: (60)"), "{err}");
+    assert!(err.contains("): pulling directly"), "{err}");
     let last = err.lines().last().unwrap_or("").to_ascii_lowercase();
     assert!(last.contains("certificate") || last.contains("x509"), "{err}");
     assert_eq!(image_number(&out, &image, "attempts"), Some(2.0), "{out}");
     assert!(!image_exists(&image));
+}
+
+#[test]
+fn an_https_mirror_is_reached_through_an_authenticated_connect_proxy() {
+    const SECRET: &str = "v7test-proxy-secret";
+    let mut s = Setup::over(Transport::Https, &[("viaproxy", 1), ("viaproxydirect", 1), ("noproxy", 1)]);
+    let mirror = s.mirror();
+    // Named 0.0.0.0, which Linux connects to 127.0.0.1: podman (Go) and curl never send a
+    // loopback name (127.0.0.1, localhost) through a proxy, this one they do.
+    let named = format!("0.0.0.0:{}", mirror.port);
+    s.xtask.trust(s.ca.as_deref().unwrap(), std::slice::from_ref(&named));
+    let tinyproxy = ConnectProxy::start("v7user", SECRET);
+    let proxy_url = format!("http://v7user:{SECRET}@127.0.0.1:{}", tinyproxy.port);
+    let spec = format!("{}=https://{named}", s.proxy.addr());
+    let (image, direct, bypass) = (s.via_proxy("viaproxy"), s.via_proxy("viaproxydirect"), s.via_proxy("noproxy"));
+    let pull = |image: &str, extra: &[&str], no_proxy: Option<&str>| {
+        let mut args = vec!["pull", "--json", "--registry-mirror", &spec, "--image", image];
+        args.extend(extra);
+        let mut cmd = s.xtask.command(&args);
+        cmd.env("HTTPS_PROXY", &proxy_url).env("https_proxy", &proxy_url).env_remove("NO_PROXY").env_remove("no_proxy");
+        if let Some(n) = no_proxy {
+            cmd.env("NO_PROXY", n).env("no_proxy", n);
+        }
+        let out = cmd.output().unwrap();
+        let (o, e) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        eprintln!("--- xtask {args:?} ({})\n{e}\n{o}", out.status);
+        assert!(!o.contains(SECRET) && !e.contains(SECRET), "the proxy password was printed");
+        (out.status.success(), o, e)
+    };
+
+    // Through the relay: its curl goes through the proxy (the probe, then each request), and a
+    // 503 is asked again through it too.
+    mirror.faults(r#"{"rules": [{"path": "/viaproxy/manifests/", "action": "status", "status": 503, "times": 1}]}"#);
+    let (ok, out, err) = pull(&image, &[], None);
+    assert!(ok, "{err}");
+    assert_eq!(image_string(&out, &image, "source").as_deref(), Some(format!("mirror https://{named}").as_str()));
+    assert_eq!(image_number(&out, &image, "request_retries"), Some(1.0), "{out}");
+    assert_eq!(mirror.count("status=503"), 1, "{}", mirror.log());
+    let through_relay = tinyproxy.connects_to(&named);
+    assert!(through_relay >= 3, "probe, manifest twice, blobs: {through_relay} CONNECTs");
+    assert_eq!(s.proxy.count("path=/v2/v7test-pull"), 0, "origin was asked: {}", s.proxy.log());
+    assert!(image_exists(&image));
+
+    // podman itself (no relay) goes through the proxy as well.
+    let (ok, out, err) = pull(&direct, &["--no-relay"], None);
+    assert!(ok, "{err}");
+    assert_eq!(image_string(&out, &direct, "source").as_deref(), Some(format!("mirror https://{named}").as_str()));
+    assert!(tinyproxy.connects_to(&named) > through_relay, "podman did not go through the proxy");
+
+    // NO_PROXY names the mirror: nothing goes through the proxy.
+    let before = tinyproxy.connects_to(&named);
+    let (ok, out, err) = pull(&bypass, &[], Some("0.0.0.0"));
+    assert!(ok, "{err}");
+    assert_eq!(image_string(&out, &bypass, "source").as_deref(), Some(format!("mirror https://{named}").as_str()));
+    assert_eq!(tinyproxy.connects_to(&named), before, "NO_PROXY was not honoured");
 }

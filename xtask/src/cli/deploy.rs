@@ -15,7 +15,10 @@ use crate::util::workspace::Workspace;
 
 impl flags::Deploy {
     pub fn run(self, ws: &Workspace) -> Result<()> {
-        let stack = Stack::load(ws)?;
+        let stack = Stack::load_profile(ws, self.profile.as_deref())?;
+        if let Some(p) = &stack.profile {
+            eprintln!("profile {p}: {} with [profiles.{p}] applied", ws.stack_file);
+        }
         if !self.dry_run {
             prereq::ensure("deploy", prereq::PODMAN)?;
         }

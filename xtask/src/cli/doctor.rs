@@ -65,7 +65,7 @@ impl flags::Doctor {
                     let default = stack.package_mirrors.default_preset.as_ref().is_some_and(|d| d.get_ref() == name);
                     println!(
                         "package mirror preset {name}{}: apk={} apt={} npm={} pip={} cargo={}",
-                        if default { " (default for --mirror)" } else { "" },
+                        if default { " (--mirror default)" } else { "" },
                         p.apk.as_deref().unwrap_or("-"),
                         p.apt.as_deref().unwrap_or("-"),
                         p.npm.as_deref().unwrap_or("-"),

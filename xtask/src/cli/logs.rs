@@ -17,7 +17,7 @@ impl flags::Logs {
             bail!("no service named {:?}; services: {}", self.service, names.join(", "));
         }
         let podman = Podman::prepare(ws)?;
-        let cmd = deploy::logs_command(&podman, &stack, &self.service, self.tail, self.follow);
+        let cmd = deploy::logs_command(&podman, &stack.container_name(&self.service), self.tail, self.follow);
         Runner::new(false).run(&cmd)
     }
 }

@@ -12,7 +12,7 @@ use crate::util::workspace::Workspace;
 
 impl flags::Status {
     pub fn run(self, ws: &Workspace) -> Result<()> {
-        let stack = Stack::load(ws)?;
+        let stack = Stack::load_profile(ws, self.profile.as_deref())?;
         let podman = Podman::prepare(ws)?;
         let rows = status::rows(&Runner::new(false), &podman, &stack, mode::without_waiting(ws, &stack))?;
         if self.json {

@@ -36,11 +36,22 @@ impl Container {
     }
 }
 
-/// Every container that carries the project's label.
+/// Every container deploy made for the project: the project's label AND a service label.
+///
+/// The project label alone is not enough: podman copies an image's labels onto the containers
+/// made from it, and every image the xtask builds carries `v7.project`, so a container that
+/// podman-compose or `podman kube play` starts from the project's images carries it too. Only
+/// deploy sets `v7.service`; the exports label theirs `v7.compose.*` / `v7.kube.*`, so `down`,
+/// `status` and deploy's clean-up never touch them.
 pub fn containers(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<Vec<Container>> {
     let filter = format!("label={}", stack.project_label());
     let out = runner.query(&podman.cmd().args(["ps", "-a", "--filter", &filter, "--format", "json"]))?;
-    parse(&out)
+    Ok(deploys_own(parse(&out)?))
+}
+
+/// The containers of `all` that deploy made (see [`containers`]).
+pub fn deploys_own(all: Vec<Container>) -> Vec<Container> {
+    all.into_iter().filter(|c| !c.service.is_empty()).collect()
 }
 
 /// The containers in `podman ps -a --format json` output (podman 4.x field names).
@@ -107,5 +118,15 @@ mod tests {
         assert_eq!((cs[1].service.as_str(), cs[1].started_at), ("", 0), "never started");
         assert!(parse("").unwrap().is_empty() && parse("[]").unwrap().is_empty());
         assert!(parse("not json").is_err());
+    }
+
+    #[test]
+    fn containers_of_the_project_images_without_deploys_labels_are_not_deploys() {
+        // kube play / podman-compose containers inherit `v7.project` from the image's labels.
+        let text = r#"[{"Id":"1","Names":["v7-backend"],"Labels":{"v7.project":"v7","v7.service":"backend"}},
+            {"Id":"2","Names":["backend-backend"],"Labels":{"v7.project":"v7","v7.kube.project":"v7"}},
+            {"Id":"3","Names":["v7_compose-nats"],"Labels":{"v7.project":"v7","v7.compose.project":"v7_compose"}}]"#;
+        let own: Vec<String> = deploys_own(parse(text).unwrap()).into_iter().map(|c| c.name).collect();
+        assert_eq!(own, ["v7-backend"]);
     }
 }

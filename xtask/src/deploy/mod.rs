@@ -20,6 +20,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod spec;
 pub mod status;
+pub mod subject;
 pub mod supervisor;
 pub mod verify;
 
@@ -131,13 +132,7 @@ pub fn deploy(
 }
 
 /// `podman logs` of a service's container: what `cargo xtask logs` runs and `verify` checks.
-pub fn logs_command(
-    podman: &Podman,
-    stack: &Stack,
-    service: &str,
-    tail: Option<usize>,
-    follow: bool,
-) -> crate::process::Cmd {
+pub fn logs_command(podman: &Podman, container: &str, tail: Option<usize>, follow: bool) -> crate::process::Cmd {
     let mut cmd = podman.cmd().arg("logs");
     if follow {
         cmd = cmd.arg("--follow");
@@ -145,7 +140,7 @@ pub fn logs_command(
     if let Some(n) = tail {
         cmd = cmd.arg("--tail").arg(n.to_string());
     }
-    cmd.arg(stack.container_name(service))
+    cmd.arg(container)
 }
 
 /// A deploy interrupted during a replacement: a prepared `-next` is removed; between stopping a

@@ -241,6 +241,36 @@ mod tests {
         );
     }
 
+    /// Without `--profile` every service's run spec (arguments, fingerprint) is byte for byte
+    /// what the stack file gave before it had profiles, so adding them replaces no running
+    /// container on the next deploy; a profile does change what it says, and only that.
+    #[test]
+    fn without_a_profile_the_run_specs_are_the_ones_before_profiles() {
+        let ws = Workspace::for_tests("spec-profiles");
+        let text = std::fs::read_to_string(ws.path("docker/stack.toml")).unwrap();
+        let before = Stack::parse("docker/stack.toml", &crate::stack::profile::without_profiles(&text)).unwrap();
+        let now = Stack::load(&ws).unwrap();
+        assert!(before.profiles.is_empty() && !now.profiles.is_empty() && now.profile.is_none());
+        let digests = BTreeMap::from([("clickhouse-password".to_string(), "d".to_string())]);
+        let inputs = Inputs { image: "i:1", image_id: "sha256:aa", secret_digests: &digests };
+        let podman = Podman::fixed(&[]);
+        let dev = Stack::load_profile(&ws, Some("dev")).unwrap();
+        for name in now.services.keys() {
+            let (old, new) =
+                (spec(&before, Path::new("/r"), name, &inputs), spec(&now, Path::new("/r"), name, &inputs));
+            assert_eq!(old, new, "line: {name}'s spec");
+            assert_eq!(old.fingerprint(), new.fingerprint(), "line: {name}'s fingerprint");
+            let run = |s: &Spec, st: &Stack| s.run_command(&podman, st, name).args;
+            assert_eq!(run(&old, &before), run(&new, &now), "line: {name}'s podman run");
+            let changed = spec(&dev, Path::new("/r"), name, &inputs).changed_aspects(&new.aspect_digests());
+            let want: &[&str] = match name.as_str() {
+                "backend" | "analytics-engine" => &["environment"],
+                _ => &[],
+            };
+            assert_eq!(changed, want, "line: what dev changes in {name}");
+        }
+    }
+
     #[test]
     fn the_fingerprint_names_what_changed() {
         let stack = Stack::load(&Workspace::for_tests("spec-diff")).unwrap();

@@ -8,13 +8,17 @@
 //! where the manifest says and is writable by the service's (non-root) user; every service's
 //! logs can be read (`cargo xtask logs`). Stored data survive `down` + `deploy`: verify keeps
 //! one marker event stored (`verify_kept`) and fails if a later run counts fewer of them than
-//! it left (`.v7/stacks/<project>/verify-kept`). Answers are read as JSON, not searched as text.
+//! it left (`.v7/stacks/<project>/verify-kept`; `kube-verify-kept` for kube play's volumes).
+//! The containers and volumes are the [`Subject`]'s (`subject.rs`): deploy's, the compose
+//! project's or kube play's, so every check is written once. Answers are read as JSON, not
+//! searched as text.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::secrets;
+use super::subject::{Starter, Subject};
 use crate::net::http;
 use crate::podman::Podman;
 use crate::process::Runner;
@@ -37,8 +41,9 @@ fn parse_body(r: &http::Response, what: &str) -> Result<JsonValue> {
     json::parse(&String::from_utf8_lossy(&r.body)).map_err(|e| anyhow!("{what}: {e}: {}", r.text()))
 }
 
-/// `deployed`: the services that have a container (Grafana is absent in registry-free mode).
-pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, deployed: &[String]) -> Result<()> {
+/// `subject`: the containers of the services that have one (Grafana is absent in
+/// registry-free mode), as deploy, podman-compose or `podman kube play` named them.
+pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, subject: &Subject) -> Result<()> {
     let t = Duration::from_secs(5);
     let mut checks: Vec<(&str, String)> = vec![
         ("web serves the dashboard", format!("{}/", host_url(stack, "web", 3000)?)),
@@ -55,7 +60,7 @@ pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, d
         ("ClickHouse answers", format!("{}/ping", host_url(stack, "clickhouse", 8123)?)),
         ("Prometheus is ready", format!("{}/-/ready", host_url(stack, "prometheus", 9090)?)),
     ];
-    if deployed.iter().any(|d| d == "grafana") {
+    if subject.has("grafana") {
         checks.push(("Grafana is healthy", format!("{}/api/health", host_url(stack, "grafana", 3000)?)));
     } else {
         println!("skip  Grafana is not deployed (registry-free mode runs without it)");
@@ -76,14 +81,14 @@ pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, d
     }
     let web = host_url(stack, "web", 3000)?;
     event_round_trip(&web, t)?;
-    grpc_ingestion(runner, podman, stack, &web)?;
-    engine_restart(runner, podman, stack, &web)?;
-    kept_across_deploys(ws, stack, &web)?;
+    grpc_ingestion(runner, podman, stack, subject, &web)?;
+    engine_restart(runner, podman, stack, subject, &web)?;
+    kept_across_deploys(subject, &web)?;
     clickhouse_password(ws, stack, t)?;
-    volumes_mounted_and_writable(runner, podman, stack, deployed)?;
-    logs_readable(runner, podman, stack, deployed)?;
+    volumes_mounted_and_writable(runner, podman, stack, subject)?;
+    logs_readable(runner, podman, subject)?;
     prometheus_scrapes(&host_url(stack, "prometheus", 9090)?, t)?;
-    println!("verify: the stack works end to end");
+    println!("verify: the stack works end to end ({})", subject.what());
     Ok(())
 }
 
@@ -148,10 +153,10 @@ fn wait_count(web: &str, kind: &str, want: u64) -> Result<()> {
 
 /// `backend send-event` from the backend image, on the host's network, to the gRPC port the
 /// stack file publishes: a real gRPC client (tonic) against the real port.
-fn grpc_ingestion(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) -> Result<()> {
+fn grpc_ingestion(runner: &Runner, podman: &Podman, stack: &Stack, subject: &Subject, web: &str) -> Result<()> {
     let svc = &stack.services["backend"];
     let port = svc.published().into_iter().find(|p| p.container == 50053).context("backend publishes no 50053")?;
-    let container = stack.container_name("backend");
+    let container = subject.container("backend");
     let image = runner.query(&podman.cmd().args(["inspect", "--format", "{{.ImageName}}", &container]))?;
     let kind = format!("verify_grpc_{}", std::process::id());
     let before = count_of(web, &kind)?;
@@ -177,9 +182,9 @@ fn grpc_ingestion(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) ->
 /// answers 202 only once JetStream stored an event, and the engine's durable consumer takes up
 /// where it stopped. Stops the engine (`podman stop`: neither the restart policy nor the
 /// supervisor starts it again), posts, starts it, waits for its health check and the counts.
-fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) -> Result<()> {
+fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, subject: &Subject, web: &str) -> Result<()> {
     const N: u64 = 5;
-    let container = stack.container_name("analytics-engine");
+    let container = subject.container("analytics-engine");
     let kind = format!("verify_restart_{}", std::process::id());
     let before = count_of(web, &kind)?;
     runner.run_checked(&podman.cmd().args(["stop", "-t", "10", &container]))?;
@@ -195,7 +200,8 @@ fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) ->
     // Started again whatever happened: verify must not leave the engine stopped.
     runner.run_checked(&podman.cmd().args(["start", &container]))?;
     posted?;
-    super::health::wait_healthy(runner, podman, stack, "analytics-engine", Duration::from_secs(120))?;
+    let back = Duration::from_secs(120);
+    super::health::wait_container_healthy(runner, podman, stack, "analytics-engine", &container, back)?;
     wait_count(web, &kind, before + N)?;
     let counted = count_of(web, &kind)?;
     if counted != before + N {
@@ -205,12 +211,13 @@ fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, web: &str) ->
     Ok(())
 }
 
-/// One `verify_kept` event is always stored; the count this run sees is remembered, and a later
-/// run (after `down` + `deploy`, say) that counts fewer fails: stored data were lost.
-fn kept_across_deploys(ws: &Workspace, stack: &Stack, web: &str) -> Result<()> {
+/// One `verify_kept` event is always stored; the count this run sees is remembered (in the
+/// subject's own file: each starter has volumes of its own), and a later run (after `down` +
+/// `deploy`, say) that counts fewer fails: stored data were lost.
+fn kept_across_deploys(subject: &Subject, web: &str) -> Result<()> {
     let kind = "verify_kept";
-    let file = ws.stack_state(&stack.project.name).join("verify-kept");
-    let left: u64 = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let file = &subject.kept;
+    let left: u64 = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
     let now = count_of(web, kind)?;
     if now < left {
         bail!(
@@ -231,7 +238,7 @@ fn kept_across_deploys(ws: &Workspace, stack: &Stack, web: &str) -> Result<()> {
     }
     let counted = count_of(web, kind)?;
     std::fs::create_dir_all(file.parent().expect("in a directory"))?;
-    std::fs::write(&file, format!("{counted}\n"))?;
+    std::fs::write(file, format!("{counted}\n"))?;
     Ok(())
 }
 
@@ -261,33 +268,32 @@ fn clickhouse_password(ws: &Workspace, stack: &Stack, t: Duration) -> Result<()>
 
 /// Every named volume of the manifest is mounted at its path in the running container, and the
 /// container's user (not root) can write there.
-fn volumes_mounted_and_writable(runner: &Runner, podman: &Podman, stack: &Stack, deployed: &[String]) -> Result<()> {
+fn volumes_mounted_and_writable(runner: &Runner, podman: &Podman, stack: &Stack, subject: &Subject) -> Result<()> {
     let mut failures = Vec::new();
     let mut checked = 0;
-    for name in deployed {
-        let container = stack.container_name(name);
+    for (name, container) in &subject.containers {
         let named: Vec<(String, String)> = stack.services[name]
             .volumes
             .iter()
             .filter(|v| !v.get_ref().starts_with("./"))
             .filter_map(|v| {
                 let mut p = v.get_ref().splitn(3, ':');
-                Some((stack.volume_name(p.next()?), p.next()?.to_string()))
+                Some((subject.volume(p.next()?), p.next()?.to_string()))
             })
             .collect();
         if named.is_empty() {
             continue;
         }
         let format = "{{range .Mounts}}{{.Name}}={{.Destination}} {{end}}";
-        let mounts = runner.query(&podman.cmd().args(["inspect", "--format", format, &container]))?;
-        let uid = runner.query(&podman.cmd().args(["exec", &container, "id", "-u"])).unwrap_or_default();
+        let mounts = runner.query(&podman.cmd().args(["inspect", "--format", format, container]))?;
+        let uid = runner.query(&podman.cmd().args(["exec", container, "id", "-u"])).unwrap_or_default();
         for (volume, path) in named {
             if !mounts.split_whitespace().any(|m| m == format!("{volume}={path}")) {
                 failures.push(format!("{name}: volume {volume} is not mounted at {path} (mounts: {})", mounts.trim()));
                 continue;
             }
             let probe = format!("{path}/.v7-verify-write");
-            let write = podman.cmd().args(["exec", &container, "sh", "-c", "touch \"$1\" && rm \"$1\"", "sh", &probe]);
+            let write = podman.cmd().args(["exec", container, "sh", "-c", "touch \"$1\" && rm \"$1\"", "sh", &probe]);
             let out = runner.capture(&write)?;
             if !out.status.success() {
                 failures.push(format!(
@@ -309,15 +315,20 @@ fn volumes_mounted_and_writable(runner: &Runner, podman: &Podman, stack: &Stack,
     Ok(())
 }
 
-/// What `cargo xtask logs SERVICE` shows can be read for every service.
-fn logs_readable(runner: &Runner, podman: &Podman, stack: &Stack, deployed: &[String]) -> Result<()> {
-    for name in deployed {
-        let out = runner.capture(&super::logs_command(podman, stack, name, Some(5), false))?;
+/// Every service's logs can be read, with the command `cargo xtask logs SERVICE` runs.
+fn logs_readable(runner: &Runner, podman: &Podman, subject: &Subject) -> Result<()> {
+    for (name, container) in &subject.containers {
+        let out = runner.capture(&super::logs_command(podman, container, Some(5), false))?;
         if !out.status.success() {
-            bail!("`cargo xtask logs {name}` fails: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!("the logs of {name} ({container}) cannot be read: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
     }
-    println!("ok    the logs of {} services can be read (`cargo xtask logs SERVICE`)", deployed.len());
+    let how = match subject.starter {
+        Starter::Deploy => "`cargo xtask logs SERVICE`",
+        // `cargo xtask logs` names deploy's containers; the same `podman logs` reads these.
+        Starter::Compose | Starter::KubePlay => "`podman logs CONTAINER`, as `cargo xtask logs` reads deploy's",
+    };
+    println!("ok    the logs of {} services can be read ({how})", subject.containers.len());
     Ok(())
 }
 

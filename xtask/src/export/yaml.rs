@@ -12,6 +12,9 @@ pub enum Node {
     Str(String),
     /// Written as is: numbers and booleans.
     Raw(String),
+    /// A file's text: a literal block (`key: |`) as a map value when [`literal_ok`], else
+    /// quoted like [`Node::Str`].
+    Text(String),
     Seq(Vec<Node>),
     Map(Vec<Entry>),
 }
@@ -24,6 +27,23 @@ pub enum Entry {
 
 pub fn s(text: impl Into<String>) -> Node {
     Node::Str(text.into())
+}
+pub fn text_block(text: impl Into<String>) -> Node {
+    Node::Text(text.into())
+}
+
+/// Whether `text` reads back from a plain literal block (`|`, clip) as itself: it ends with
+/// one line break, has no control character but line breaks and tabs, its first line does not
+/// start with a space (the block's indentation would be read from it), and no line is made of
+/// spaces only (a reader takes those for empty lines).
+pub fn literal_ok(text: &str) -> bool {
+    text.ends_with('\n')
+        && !text.ends_with("\n\n")
+        && !text.starts_with([' ', '\n'])
+        && text.chars().all(|c| {
+            c == '\n' || c == '\t' || !(c.is_control() || c == '\u{feff}' || c == '\u{2028}' || c == '\u{2029}')
+        })
+        && !text.lines().any(|l| !l.is_empty() && l.trim_matches(' ').is_empty())
 }
 pub fn num(n: impl std::fmt::Display) -> Node {
     Node::Raw(n.to_string())
@@ -69,7 +89,7 @@ impl Node {
 
     fn scalar(&self) -> String {
         match self {
-            Node::Str(t) => yaml_str(t),
+            Node::Str(t) | Node::Text(t) => yaml_str(t),
             Node::Raw(t) => t.clone(),
             Node::Seq(_) => "[]".into(),
             Node::Map(_) => "{}".into(),
@@ -84,6 +104,17 @@ impl Node {
                 for e in entries {
                     match e {
                         Entry::Comment(c) => comment_line(indent, c, out),
+                        Entry::Kv(k, Node::Text(text)) if literal_ok(text) => {
+                            out.push_str(&format!("{pad}{}: |\n", yaml_str(k)));
+                            for line in text.lines() {
+                                if !line.is_empty() {
+                                    out.push_str(&pad);
+                                    out.push_str("  ");
+                                    out.push_str(line);
+                                }
+                                out.push('\n');
+                            }
+                        }
                         Entry::Kv(k, v) if v.is_block() => {
                             out.push_str(&format!("{pad}{}:\n", yaml_str(k)));
                             v.emit(indent + 2, out);
@@ -107,6 +138,55 @@ impl Node {
                 }
             }
             scalar => out.push_str(&format!("{pad}{}\n", scalar.scalar())),
+        }
+    }
+}
+
+/// Reading a tree back, for checks and tests: `get` a map's key, `at` a dotted path of keys
+/// (`spec.template.spec`), `text` a scalar's text, `items` a sequence's items.
+impl Node {
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match self {
+            Node::Map(entries) => entries.iter().find_map(|e| match e {
+                Entry::Kv(k, v) if k == key => Some(v),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+    /// Keys may hold dots themselves (`v7.project`): each key of the map that the path is, or
+    /// starts with followed by `.`, is tried.
+    pub fn at(&self, path: &str) -> Option<&Node> {
+        let Node::Map(entries) = self else { return None };
+        entries.iter().find_map(|e| match e {
+            Entry::Kv(k, v) if k == path => Some(v),
+            Entry::Kv(k, v) => path.strip_prefix(k.as_str())?.strip_prefix('.').and_then(|rest| v.at(rest)),
+            Entry::Comment(_) => None,
+        })
+    }
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Node::Str(t) | Node::Raw(t) | Node::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+    pub fn items(&self) -> &[Node] {
+        match self {
+            Node::Seq(items) => items,
+            _ => &[],
+        }
+    }
+    /// The keys of a map, in order (none for other nodes).
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Node::Map(entries) => entries
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Kv(k, _) => Some(k.as_str()),
+                    Entry::Comment(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -239,6 +319,19 @@ mod tests {
         m.put("e", Node::Seq(vec![]));
         let got = document(&["head".to_string()], m.node());
         assert_eq!(got, "# head\na:\n  - x\n  - \"yes\"\n# why\nb:\n  - k: 1\n    l:\n      m: v\ne: []\n");
+    }
+
+    #[test]
+    fn file_texts_are_literal_blocks_when_they_read_back_so() {
+        let m =
+            Map::new().kv("a.conf", text_block("port: 4222\n\n# x: \"y\"\n\tz\n")).kv("b", text_block("no newline"));
+        let got = document(&[], Map::new().kv("data", m.node()).node());
+        assert_eq!(got, "data:\n  a.conf: |\n    port: 4222\n\n    # x: \"y\"\n    \tz\n  b: \"no newline\"\n");
+        for (text, ok) in
+            [("x\n", true), ("x", false), ("x\n\n", false), (" x\n", false), ("x\n  \ny\n", false), ("a\rb\n", false)]
+        {
+            assert_eq!(literal_ok(text), ok, "literal_ok({text:?})");
+        }
     }
 
     /// The quoting helper against a real YAML 1.1 reader (PyYAML, which kubernetes-validate

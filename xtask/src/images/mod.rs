@@ -1,12 +1,14 @@
 //! Making the stack's images exist: pulled (`pull/`), built (`build/`, production recipes
 //! rewritten for package mirrors by `dockerfile/`), made without any registry
-//! (`registry_free/`), or loaded from a bundle (`bundle/`). `deploy` asks for them through one
-//! entry point, [`ensure`]; `build` through [`build`].
+//! (`registry_free/`), or loaded from a bundle (`bundle/`); and the service images published
+//! (`push/`). `deploy` asks for them through one entry point, [`ensure`]; `build` through
+//! [`build`].
 
 pub mod build;
 pub mod bundle;
 pub mod dockerfile;
 pub mod pull;
+pub mod push;
 pub mod registry_free;
 
 use std::collections::BTreeMap;
@@ -17,9 +19,10 @@ use crate::net::proxy;
 use crate::oci::ImageRef;
 use crate::podman::images::{podman_reference, presence};
 use crate::podman::Podman;
-use crate::process::{mask_url_credentials, Runner};
+use crate::process::Runner;
 use crate::stack::{Mode, PackageMirrors, Stack};
 use crate::util::workspace::Workspace;
+use build::schedule::Controls;
 use build::Bases;
 
 /// What to build, and how.
@@ -27,12 +30,15 @@ use build::Bases;
 pub struct BuildOptions {
     /// Services to build (all when empty).
     pub services: Vec<String>,
-    /// Package mirrors (preset name, mirrors) to rewrite the production Dockerfiles for.
+    /// Package mirrors (what they are, for the output: `preset aliyun`, `--mirror npm=...`;
+    /// the mirrors) to rewrite the production Dockerfiles for.
     pub package_mirrors: Option<(String, PackageMirrors)>,
     /// Build even when nothing changed.
     pub force: bool,
     /// Registry-free mode: make the Debian base anew.
     pub rebuild_base: bool,
+    /// How many builds at once, stop or keep going, `--json`.
+    pub controls: Controls,
 }
 
 /// Every image the stack runs in `mode`, here: in registry mode, the base and infrastructure
@@ -41,7 +47,7 @@ pub struct BuildOptions {
 /// on this machine. What is up to date is left as it is.
 pub fn ensure(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode) -> Result<()> {
     match mode {
-        Mode::RegistryFree => registry_free::build_all(ws, runner, stack, &[], false, false),
+        Mode::RegistryFree => registry_free::build_all(ws, runner, stack, &[], false, false, &Controls::default()),
         Mode::Registry => {
             pull::pull(ws, runner, &pull::Options::default())?;
             build_registry(ws, runner, stack, &BuildOptions::default(), false)
@@ -61,7 +67,7 @@ pub fn missing(runner: &Runner, podman: &Podman, stack: &Stack, mode: Mode) -> R
 pub fn build(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode, opts: &BuildOptions) -> Result<()> {
     match mode {
         Mode::RegistryFree => {
-            registry_free::build_all(ws, runner, stack, &opts.services, opts.force, opts.rebuild_base)
+            registry_free::build_all(ws, runner, stack, &opts.services, opts.force, opts.rebuild_base, &opts.controls)
         }
         Mode::Registry => build_registry(ws, runner, stack, opts, true),
     }
@@ -71,7 +77,9 @@ pub fn build(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode, opts: &
 /// (their IDs go into the fingerprints, so a re-pulled base rebuilds what stands on it).
 fn build_registry(ws: &Workspace, runner: &Runner, stack: &Stack, opts: &BuildOptions, pull_bases: bool) -> Result<()> {
     let mirrors = opts.package_mirrors.as_ref().map(|(n, m)| (n.as_str(), m));
-    let builds = build::plan::plan(ws, stack, &opts.services, mirrors)?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let proxies = proxy::checked(&env)?;
+    let builds = build::plan::plan(ws, stack, &opts.services, mirrors, runner.dry_run)?;
     let bases = Bases::of(&builds)?;
     let mut podman = Podman::prepare(ws)?;
     let mut found = presence(runner, &podman, &bases.all)?;
@@ -84,12 +92,12 @@ fn build_registry(ws: &Workspace, runner: &Runner, stack: &Stack, opts: &BuildOp
         found = presence(runner, &podman, &bases.all)?;
     }
     let builds = bases.record(builds, &found);
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let proxies = proxy::detect(&env);
     if !proxies.is_empty() {
-        let shown = proxies.http.as_deref().or(proxies.https.as_deref()).map(mask_url_credentials).unwrap_or_default();
-        eprintln!("proxies for builds: {shown}");
+        eprintln!("proxies for builds (podman passes them to RUN steps, not into images): {}", proxies.describe());
+    }
+    for w in proxies.warnings() {
+        eprintln!("warning: {w}");
     }
     let log_dir = ws.state.join("build").join(&stack.project.name);
-    build::run_builds(runner, &podman, &proxies, &stack.project.name, &log_dir, builds, opts.force)
+    build::run_builds(runner, &podman, &proxies, &stack.project.name, &log_dir, builds, opts.force, &opts.controls)
 }

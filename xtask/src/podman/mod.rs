@@ -1,16 +1,18 @@
 //! podman as this host needs it. Every podman [`Cmd`] of the xtask comes from [`Podman::cmd`],
 //! which carries the configuration written for this host (`host.rs`): the runtime and ulimits
 //! podman needs here, and the registry mirrors `pull` set up (`registries_conf.rs`). Also here:
-//! what podman's errors mean (`errors.rs`), what the image store holds (`images.rs`), and the
-//! host packages the commands need (`prereq.rs`).
+//! what podman's errors mean (`errors.rs`), what the image store holds (`images.rs`), the
+//! host packages the commands need (`prereq.rs`), and which certificates podman trusts for a
+//! registry (`certs.rs`, with the xtask's own certs.d directory).
 
+pub mod certs;
 pub mod errors;
 pub mod host;
 pub mod images;
 pub mod prereq;
 pub mod registries_conf;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -26,6 +28,9 @@ pub use host::Adaptation;
 pub struct Podman {
     pub env: Vec<(String, String)>,
     pub adaptation: Adaptation,
+    /// The xtask's certs.d (`<state>/podman/certs.d`, or `V7_CERTS_D`): per registry
+    /// `<host[:port]>/ca.crt`, given to pulls as `--cert-dir` (`certs.rs`).
+    pub certs_d: Option<PathBuf>,
 }
 
 impl Podman {
@@ -51,7 +56,8 @@ impl Podman {
         if registries.exists() {
             env.push(("CONTAINERS_REGISTRIES_CONF".to_string(), registries.display().to_string()));
         }
-        Ok(Podman { env, adaptation })
+        let certs_d = std::env::var_os("V7_CERTS_D").map(PathBuf::from).unwrap_or_else(|| dir.join("certs.d"));
+        Ok(Podman { env, adaptation, certs_d: Some(certs_d) })
     }
 
     /// For tests and dry runs: a podman with a fixed environment.
@@ -60,7 +66,16 @@ impl Podman {
         Podman {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             adaptation: Adaptation::default(),
+            certs_d: None,
         }
+    }
+
+    /// The certs.d directory podman uses for `host_port` (as image references write it): ours,
+    /// else podman's own places (`certs::roots`); `None` when it has none.
+    pub fn cert_dir(&self, host_port: &str) -> Option<PathBuf> {
+        let ours = self.certs_d.as_deref()?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        certs::cert_dir_for(&certs::roots(ours, home.as_deref()), host_port, Path::is_dir)
     }
 
     pub fn cmd(&self) -> Cmd {

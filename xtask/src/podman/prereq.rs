@@ -46,12 +46,22 @@ pub const SERVICE_TESTS: &[Need] = &[
 /// The Rust services' build scripts compile protos.
 pub const PROTOC: &[Need] = &[need("protoc", "protobuf-compiler")];
 
-/// The podman end-to-end tests run a real registry, and drive the deployed dashboard in a real
-/// browser (Debian's headless chromium through its chromedriver; Selenium comes from PyPI).
+/// The podman end-to-end tests run a real registry, drive the deployed dashboard in a real
+/// browser (Debian's headless chromium through its chromedriver; Selenium comes from PyPI), and
+/// start the compose export with Debian's podman-compose (1.0.3 on bookworm).
 pub const E2E_TESTS: &[Need] = &[
     need("docker-registry", "docker-registry"),
+    // push_e2e: the registry's TLS certificate and its bcrypt htpasswd file.
+    need("openssl", "openssl"),
+    need("htpasswd", "apache2-utils"),
     need("chromium", "chromium"),
     need("chromedriver", "chromium-driver"),
+    need("podman-compose", "podman-compose"),
+    // build_e2e and pull_e2e: an authenticated proxy (the binary alone: `tinyproxy` would start
+    // a daemon) and curl (the fixture build runs it through the proxy; the pull relay's TLS
+    // client).
+    need("tinyproxy", "tinyproxy-bin"),
+    need("curl", "curl"),
 ];
 
 fn present(n: &Need) -> bool {

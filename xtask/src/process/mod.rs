@@ -8,7 +8,7 @@ mod runner;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use runner::{last_line, Runner};
+pub use runner::{last_line, Runner, Running};
 
 /// One command line: program, arguments, extra environment and working directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +93,8 @@ fn mask_arg(arg: &str) -> String {
     mask_url_credentials(arg)
 }
 
-/// `http://user:secret@proxy:3128` -> `http://***@proxy:3128`, wherever it appears in `text`.
+/// `http://user:secret@proxy:3128` -> `http://user:***@proxy:3128`, wherever it appears in
+/// `text`; user info without a `:` may be a token (`https://TOKEN@host`) and becomes `***@`.
 pub fn mask_url_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -104,7 +105,10 @@ pub fn mask_url_credentials(text: &str) -> String {
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
-                out.push_str("***");
+                match authority[..at].split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:***")),
+                    None => out.push_str("***"),
+                }
                 out.push_str(&authority[at..]);
             }
             None => out.push_str(authority),
@@ -157,7 +161,7 @@ mod tests {
         assert_eq!(
             shown,
             "CONTAINERS_CONF=/x/containers.conf REGISTRY_PASSWORD='***' podman build --build-arg \
-             'HTTP_PROXY=http://***@proxy:3128' -t 'a b'"
+             'HTTP_PROXY=http://bob:***@proxy:3128' -t 'a b'"
         );
         assert!(!shown.contains("hunter2"));
         let cmd = Cmd::new("npm").arg("ci").dir(Path::new("/tmp/a dir"));
@@ -173,6 +177,7 @@ mod tests {
     #[test]
     fn url_without_credentials_is_kept() {
         assert_eq!(mask_url_credentials("http://proxy:3128/x"), "http://proxy:3128/x");
-        assert_eq!(mask_url_credentials("a=http://u:p@h:1,b=https://h2"), "a=http://***@h:1,b=https://h2");
+        assert_eq!(mask_url_credentials("a=http://u:p@h:1,b=https://h2"), "a=http://u:***@h:1,b=https://h2");
+        assert_eq!(mask_url_credentials("https://tok3n@github.com/x"), "https://***@github.com/x");
     }
 }

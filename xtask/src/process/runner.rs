@@ -25,7 +25,17 @@ impl Runner {
     }
 
     fn expression(cmd: &Cmd) -> duct::Expression {
-        let mut expr = duct::cmd(&cmd.program, &cmd.args).stdin_null().unchecked();
+        Self::expression_with_stdin(cmd, None)
+    }
+
+    /// duct applies the innermost redirection, so standard input is decided here, once.
+    fn expression_with_stdin(cmd: &Cmd, input: Option<&[u8]>) -> duct::Expression {
+        let base = duct::cmd(&cmd.program, &cmd.args);
+        let mut expr = match input {
+            Some(bytes) => base.stdin_bytes(bytes.to_vec()),
+            None => base.stdin_null(),
+        }
+        .unchecked();
         for (k, v) in &cmd.env {
             expr = expr.env(k, v);
         }
@@ -73,17 +83,6 @@ impl Runner {
         Ok(out)
     }
 
-    /// Runs a command that changes something with stdout and stderr written to `log`.
-    pub fn run_logged(&self, cmd: &Cmd, log: &Path) -> Result<ExitStatus> {
-        if self.dry_run {
-            println!("{cmd}");
-            return Ok(success());
-        }
-        let out =
-            Self::expression(cmd).stderr_to_stdout().stdout_path(log).run().with_context(|| Self::start_error(cmd))?;
-        Ok(out.status)
-    }
-
     /// Runs a read-only command and returns its stdout; fails with the last line of stderr.
     pub fn query(&self, cmd: &Cmd) -> Result<String> {
         let out = self.capture(cmd)?;
@@ -109,6 +108,18 @@ impl Runner {
         debug_assert!(!self.dry_run, "start() is for commands that run");
         let handle =
             Self::expression(cmd).stdout_null().stderr_capture().start().with_context(|| Self::start_error(cmd))?;
+        Ok(Running { handle })
+    }
+
+    /// Starts a command in the background with stdout and stderr written to `log` (builds, so
+    /// they can be stopped while they run). Never under `--dry-run`.
+    pub fn start_logged(&self, cmd: &Cmd, log: &Path) -> Result<Running> {
+        debug_assert!(!self.dry_run, "start_logged() is for commands that run");
+        let handle = Self::expression(cmd)
+            .stderr_to_stdout()
+            .stdout_path(log)
+            .start()
+            .with_context(|| Self::start_error(cmd))?;
         Ok(Running { handle })
     }
 }
@@ -145,6 +156,24 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Runs a command that changes something with `input` on its standard input (a password
+    /// for `--password-stdin`: never on a command line, where `ps` and logs would show it),
+    /// capturing its output whatever its exit status. Under `--dry-run`: printed, without the
+    /// input, and an empty success.
+    pub fn run_with_input(&self, cmd: &Cmd, input: &[u8]) -> Result<Output> {
+        if self.dry_run {
+            println!("{cmd} < (from the environment)");
+            return Ok(Output { status: success(), stdout: Vec::new(), stderr: Vec::new() });
+        }
+        Self::expression_with_stdin(cmd, Some(input))
+            .stdout_capture()
+            .stderr_capture()
+            .run()
+            .with_context(|| Self::start_error(cmd))
+    }
+}
+
 /// A command started by [`Runner::start`].
 pub struct Running {
     handle: duct::Handle,
@@ -172,6 +201,72 @@ impl Running {
         }
         let _ = self.handle.kill();
     }
+}
+
+impl Running {
+    /// Stops it and everything it started: SIGINT (what a terminal's Ctrl-C sends; podman build
+    /// 4.3.1 then kills its RUN step's processes, where on SIGTERM it leaves them running,
+    /// reparented to init), then SIGKILL to it and to every process it had started if it has
+    /// not ended after `grace`. Its descendants are found before the first signal.
+    pub fn interrupt(&self, grace: Duration) {
+        let pids = self.handle.pids();
+        let mut tree: Vec<u32> = pids.clone();
+        for pid in &pids {
+            tree.extend(descendants(*pid));
+        }
+        for pid in &pids {
+            let _ = Runner::new(false).capture(&Cmd::new("kill").args(["-INT", &pid.to_string()]));
+        }
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(_)) = self.handle.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let alive: Vec<String> =
+            tree.iter().filter(|p| Path::new(&format!("/proc/{p}")).exists()).map(u32::to_string).collect();
+        if !alive.is_empty() {
+            let _ = Runner::new(false).capture(&Cmd::new("kill").arg("-KILL").args(alive));
+        }
+        let _ = self.handle.kill();
+    }
+}
+
+/// Every process below `pid` (children, their children...), from `/proc/*/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(ppid) = std::fs::read_to_string(e.path().join("stat")).ok().as_deref().and_then(parent_of) {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    below(pid, &parents)
+}
+
+/// The processes below `pid` in a `(pid, parent)` table.
+fn below(pid: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(child, parent) in parents {
+            if parent == p && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// The parent pid in a `/proc/PID/stat` line: the 2nd field after the command, which is in
+/// parentheses and may itself hold spaces and parentheses.
+fn parent_of(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn success() -> ExitStatus {
@@ -222,5 +317,36 @@ mod tests {
         let out = running.try_wait().unwrap().expect("ended");
         assert!(!out.status.success());
         assert_eq!(last_line(b"a\n\n  b  \n\n"), "b");
+    }
+
+    #[test]
+    fn an_interrupted_command_takes_its_children_along() {
+        let log = std::env::temp_dir().join(format!("v7-xtask-int-{}.log", std::process::id()));
+        // The shell ignores SIGINT (as podman's RUN step would outlive it): SIGKILL follows.
+        let sh = Cmd::new("sh").args(["-c", "trap '' INT; sleep 30 & sleep 30; wait"]);
+        let running = Runner::new(false).start_logged(&sh, &log).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = running.handle.pids()[0];
+        let kids = descendants(pid);
+        assert_eq!(kids.len(), 2, "two sleeps below the shell: {kids:?}");
+        running.interrupt(Duration::from_millis(300));
+        assert!(running.try_wait().unwrap().is_some(), "the shell ended");
+        std::thread::sleep(Duration::from_millis(100));
+        for k in kids {
+            let state = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
+            assert!(state.is_empty() || state.contains(") Z "), "sleep {k} outlived the shell: {state}");
+        }
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn the_process_table_is_read_below_a_pid() {
+        assert_eq!(parent_of("42 (a (b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_of("garbage"), None);
+        let table = [(2, 1), (3, 2), (4, 3), (5, 1), (6, 2)];
+        let mut b = below(2, &table);
+        b.sort();
+        assert_eq!(b, [3, 4, 6]);
+        assert!(below(4, &table).is_empty());
     }
 }

@@ -14,6 +14,29 @@ pub struct Stack {
     pub volumes: BTreeMap<String, Volume>,
     pub secrets: BTreeMap<String, Secret>,
     pub services: BTreeMap<String, Service>,
+    /// `[profiles.NAME]`: overlays `--profile NAME` applies (`profile.rs`).
+    pub profiles: BTreeMap<String, Profile>,
+    /// The profile applied to this stack, if any.
+    pub profile: Option<String>,
+}
+
+/// `[profiles.NAME]`: what `--profile NAME` changes in the stack (docs/stack.md).
+#[derive(Debug, Default)]
+pub struct Profile {
+    /// The host address of every published port, after the services' `ports` (dev: loopback).
+    pub host_ip: Option<Spanned<String>>,
+    /// `[profiles.NAME.services.SERVICE]`, of services the stack has.
+    pub services: BTreeMap<String, ServiceOverlay>,
+}
+
+/// What a profile may change in one service: `environment` is merged into the service's
+/// (a profile's value wins), `ports`, `resources` and `command` replace the service's.
+#[derive(Debug, Default)]
+pub struct ServiceOverlay {
+    pub environment: BTreeMap<String, String>,
+    pub ports: Option<Vec<Spanned<String>>>,
+    pub resources: Option<Resources>,
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -63,7 +86,7 @@ impl Default for PullSettings {
 /// `[package_mirrors]`: named sets of package mirrors for `build --mirror`.
 #[derive(Debug, Default)]
 pub struct PackageMirrorPresets {
-    /// The preset `build --mirror` uses when `--preset` is not given.
+    /// The preset `build --mirror default` uses.
     pub default_preset: Option<Spanned<String>>,
     pub presets: BTreeMap<String, PackageMirrors>,
 }
@@ -158,7 +181,7 @@ pub struct Healthcheck {
     pub start_period: Spanned<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Resources {
     /// CPUs, e.g. 0.5.
     pub cpus: Option<f64>,

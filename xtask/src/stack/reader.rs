@@ -142,9 +142,13 @@ pub fn read_stack(r: &Reader) -> Result<Stack> {
         r.error(e.span().unwrap_or(0..0), format!("{} (the file is not valid TOML)", e.message().trim()))
     })?;
     let root = doc.get_ref();
-    r.only(root, "", &["project", "pull", "package_mirrors", "networks", "volumes", "secrets", "services"])?;
+    r.only(
+        root,
+        "",
+        &["project", "pull", "package_mirrors", "networks", "volumes", "secrets", "services", "profiles"],
+    )?;
     let project = required(r, root, 0..0, "", "project")?;
-    Ok(Stack {
+    let mut stack = Stack {
         project: read_project(r, project)?,
         pull: match get(root, "pull") {
             Some(v) => read_pull(r, v)?,
@@ -174,6 +178,73 @@ pub fn read_stack(r: &Reader) -> Result<Stack> {
             Ok(Secret { template: get(t, "template").map(|v| r.string(v, &format!("{path}.template"))).transpose()? })
         })?,
         services: read_named(r, get(root, "services"), "services", read_service)?,
+        profiles: BTreeMap::new(),
+        profile: None,
+    };
+    stack.profiles = read_named(r, get(root, "profiles"), "profiles", |r, v, path| read_profile(r, v, path, &stack))?;
+    Ok(stack)
+}
+
+/// `[profiles.NAME]`: `host_ip`, and `[profiles.NAME.services.SERVICE]` overlays of services
+/// the stack has, each with the keys a profile may change (`ServiceOverlay`).
+fn read_profile(r: &Reader, v: &Value, path: &str, stack: &Stack) -> Result<Profile> {
+    let t = r.table(v, path)?;
+    r.only(t, path, &["host_ip", "services"])?;
+    let host_ip = get(t, "host_ip").map(|v| r.string(v, &format!("{path}.host_ip"))).transpose()?;
+    if let Some(ip) = &host_ip {
+        if ip.get_ref().parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(r.error(
+                ip.span(),
+                format!(
+                    "{path}.host_ip: {:?} is not an IPv4 address; hint: \"127.0.0.1\" keeps every port on loopback",
+                    ip.get_ref()
+                ),
+            ));
+        }
+    }
+    let mut services = BTreeMap::new();
+    if let Some(s) = get(t, "services") {
+        let spath = format!("{path}.services");
+        for (k, item) in r.table(s, &spath)?.iter() {
+            let name: &str = k.get_ref().as_ref();
+            let sub = format!("{spath}.{name}");
+            if !stack.services.contains_key(name) {
+                let known: Vec<&str> = stack.services.keys().map(String::as_str).collect();
+                return Err(r.error(
+                    k.span(),
+                    format!("{sub}: the stack has no service {name:?}; services: {} (docs/stack.md)", known.join(", ")),
+                ));
+            }
+            services.insert(name.to_string(), read_overlay(r, item, &sub)?);
+        }
+    }
+    Ok(Profile { host_ip, services })
+}
+
+fn read_overlay(r: &Reader, v: &Value, path: &str) -> Result<ServiceOverlay> {
+    let t = r.table(v, path)?;
+    r.only(t, path, &["environment", "ports", "resources", "command"])?;
+    let sub = |key: &str| format!("{path}.{key}");
+    Ok(ServiceOverlay {
+        environment: get(t, "environment")
+            .map(|v| r.string_map(v, &sub("environment")))
+            .transpose()?
+            .unwrap_or_default(),
+        ports: get(t, "ports").map(|v| r.strings(v, &sub("ports"))).transpose()?,
+        resources: get(t, "resources").map(|v| read_resources(r, v, &sub("resources"))).transpose()?,
+        command: get(t, "command")
+            .map(|v| r.strings(v, &sub("command")))
+            .transpose()?
+            .map(|c| c.into_iter().map(Spanned::into_inner).collect()),
+    })
+}
+
+fn read_resources(r: &Reader, v: &Value, path: &str) -> Result<Resources> {
+    let t = r.table(v, path)?;
+    r.only(t, path, &["cpus", "memory"])?;
+    Ok(Resources {
+        cpus: get(t, "cpus").map(|v| r.number(v, &format!("{path}.cpus"))).transpose()?,
+        memory: get(t, "memory").map(|v| r.string(v, &format!("{path}.memory"))).transpose()?,
     })
 }
 
@@ -317,18 +388,10 @@ fn read_service(r: &Reader, v: &Value, path: &str) -> Result<Service> {
         depends_on: list("depends_on")?,
         command: list("command")?.into_iter().map(Spanned::into_inner).collect(),
         healthcheck: get(t, "healthcheck").map(|v| read_healthcheck(r, v, &sub("healthcheck"))).transpose()?,
-        resources: match get(t, "resources") {
-            None => Resources::default(),
-            Some(v) => {
-                let p = sub("resources");
-                let rt = r.table(v, &p)?;
-                r.only(rt, &p, &["cpus", "memory"])?;
-                Resources {
-                    cpus: get(rt, "cpus").map(|v| r.number(v, &format!("{p}.cpus"))).transpose()?,
-                    memory: get(rt, "memory").map(|v| r.string(v, &format!("{p}.memory"))).transpose()?,
-                }
-            }
-        },
+        resources: get(t, "resources")
+            .map(|v| read_resources(r, v, &sub("resources")))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -1,10 +1,12 @@
 //! Repository-wide checks that run with `cargo test`, in check mode (they fail and say what to
 //! change; they never change anything): the xtask's dependency budget, module docs, file sizes,
 //! the module graph (`imports.rs`: no circles, dependencies point down), the Rust version the
-//! services promise, and every recipe against the stack file (`recipes.rs`).
+//! services promise, every recipe against the stack file (`recipes.rs`), and the GitHub
+//! workflows' action pins (`workflows.rs`).
 
 mod imports;
 mod recipes;
+mod workflows;
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,4 @@
-//! The live display of `pull` and `deploy`: one line per item, redrawn in place on a terminal;
+//! The live display of `pull`, `build` and `deploy`: one line per item, redrawn in place on a terminal;
 //! one plain line per change otherwise (logs, CI, `NO_COLOR`). Always on stderr, so `--json`
 //! keeps stdout to itself.
 
@@ -27,6 +27,17 @@ impl Live {
         if !self.tty {
             eprintln!("{text}");
         }
+    }
+
+    /// Text that stays (a failure's last lines): on a terminal printed in place of the rows,
+    /// which the next redraw draws again below it; otherwise printed as it is.
+    pub fn message(&mut self, text: &str) {
+        if self.tty && self.drawn > 0 {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\x1b[{}A\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+        eprintln!("{}", text.trim_end());
     }
 
     /// Every row again, in place of the rows drawn before (on a terminal only).

@@ -16,7 +16,13 @@
 //!    replaces only that service; a killed process and a wedged service come back by themselves;
 //!    a new image that never gets healthy is rolled back; a taken port and a duplicate port stop
 //!    deploy before it changes anything; the generated passwords appear nowhere; an event
-//!    survives `down` + `deploy` (named volumes); `down --volumes` removes all.
+//!    survives `down` + `deploy` (named volumes); `down --volumes` removes all;
+//! 6. compose (`compose.rs`): the compose export under Debian's podman-compose 1.0.3 with the
+//!    registry-free images, `verify --compose` passes, deploy's `down` leaves it alone, and
+//!    `podman-compose down -v` (plus the networks 1.0.3 leaves) removes all of it.
+//! 7. kube (`kube.rs`): `export kube --target podman` played with `podman kube play` on the
+//!    same images: every service answers, an event is counted, ClickHouse wants the generated
+//!    password, every health check passes, then `podman kube down` leaves nothing.
 //!
 //! One build of everything is slow (minutes), so this is ONE test that runs the phases in order
 //! and prints their names and timings. It runs its own copy of docker/stack.toml with project
@@ -31,6 +37,12 @@ mod support;
 
 /// Phase 5: deploy converges, keeps what runs, rolls back, supervises health (issue 9).
 mod deploy;
+
+/// Phase 6: the compose export under podman-compose, verified, torn down (issue 13).
+mod compose;
+
+/// Phase 7: the kube export's podman target under `podman kube play`, torn down (issue 13).
+mod kube;
 
 use std::time::{Duration, Instant};
 
@@ -229,6 +241,12 @@ exit $rc
 
     // ------------------------------------------------------------------------------------------
     deploy::converges(&stack, &podman, &registry_free, &mut timings);
+
+    // ------------------------------------------------------------------------------------------
+    compose::compose_phase(&stack, &podman, &registry_free, &mut timings);
+
+    // ------------------------------------------------------------------------------------------
+    kube::kube_phase(&mut timings);
 
     eprintln!("\n== timings");
     for (what, secs) in &timings {

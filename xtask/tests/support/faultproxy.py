@@ -4,8 +4,16 @@ and benchmark. Standard library only.
 
     python3 faultproxy.py --upstream 127.0.0.1:5000 [--port 0] [--delay-ms 200]
                           [--fail-rate 0.3] [--seed 1]
+                          [--tls-cert server.crt --tls-key server.key] [--upstream-ca ca.crt]
 
-Prints `PORT <n>` on stdout once listening. Control endpoints (never forwarded):
+Prints `PORT <n>` on stdout once listening.
+
+TLS (Python's ssl module): with --tls-cert/--tls-key it serves registry requests over TLS only;
+a plain-HTTP registry request gets Go's answer to plain HTTP on a TLS port (400 "Client sent an
+HTTP request to an HTTPS server."). The control endpoints below answer on the same port in plain
+HTTP as well (the first byte tells a ClientHello from a request line), so the tests drive a TLS
+proxy like a plain one. With --upstream-ca it reaches the upstream over TLS, trusting that CA
+(and checking the upstream's name) instead of the system's store. Control endpoints (never forwarded):
 
     POST /__faults   JSON {"rules": [...], "delay_ms": 0, "fail_rate": 0.0, "seed": 1}
                      replaces the fault configuration. A rule:
@@ -31,6 +39,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -41,6 +50,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LOCK = threading.Lock()
 STATE = {"rules": [], "delay_ms": 0, "fail_rate": 0.0, "rng": random.Random(1), "log": []}
 UPSTREAM = ("127.0.0.1", 5000)
+# An ssl.SSLContext when the upstream speaks TLS.
+UPSTREAM_TLS = None
 T0 = time.time()
 
 
@@ -144,6 +155,17 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         if self.path.startswith("/__"):
             return self.control()
+        if self.server.tls is not None and not isinstance(self.connection, ssl.SSLSocket):
+            # What Go's TLS servers (docker-registry among them) answer to plain HTTP.
+            msg = b"Client sent an HTTP request to an HTTPS server.\n"
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(msg)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(msg)
+            self.close_connection = True
+            return  # not logged: the log is of what reached the registry side, all over TLS
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         fault = self.pick_fault()
@@ -177,7 +199,10 @@ class Handler(BaseHTTPRequestHandler):
             rst_close(self.connection)
             return
         try:
-            conn = http.client.HTTPConnection(*UPSTREAM, timeout=60)
+            if UPSTREAM_TLS is not None:
+                conn = http.client.HTTPSConnection(*UPSTREAM, timeout=60, context=UPSTREAM_TLS)
+            else:
+                conn = http.client.HTTPConnection(*UPSTREAM, timeout=60)
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             # Repeated headers (podman sends one Accept per manifest type) are kept as they are.
             for k, v in self.headers.items():
@@ -228,23 +253,51 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 
 
+class Server(ThreadingHTTPServer):
+    """Plain HTTP, or TLS when `tls` is a server SSLContext; the handshake runs in the
+    connection's own thread, so a slow client never holds up the others."""
+
+    daemon_threads = True
+    request_queue_size = 128
+    tls = None
+
+    def finish_request(self, request, client_address):
+        if self.tls is not None:
+            try:
+                request.settimeout(30)
+                first = request.recv(1, socket.MSG_PEEK)
+                if first[:1] == b"\x16":  # a TLS handshake record: a ClientHello
+                    request = self.tls.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (OSError, ssl.SSLError):
+                return
+        self.RequestHandlerClass(request, client_address, self)
+        request.close()
+
+
 def main():
-    global UPSTREAM
+    global UPSTREAM, UPSTREAM_TLS
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--fail-rate", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's key (PEM)")
+    ap.add_argument("--upstream-ca", help="the upstream speaks TLS; trust this CA (PEM) only")
     a = ap.parse_args()
     host, port = a.upstream.rsplit(":", 1)
     UPSTREAM = (host, int(port))
     STATE["delay_ms"] = a.delay_ms
     STATE["fail_rate"] = a.fail_rate
     STATE["rng"] = random.Random(a.seed)
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer.request_queue_size = 128
-    srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    if a.upstream_ca:
+        UPSTREAM_TLS = ssl.create_default_context(cafile=a.upstream_ca)
+    srv = Server(("127.0.0.1", a.port), Handler)
+    if a.tls_cert:
+        srv.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        srv.tls.load_cert_chain(a.tls_cert, a.tls_key)
     print("PORT %d" % srv.server_address[1], flush=True)
     srv.serve_forever()
 

@@ -1,11 +1,14 @@
 //! Support for the end-to-end tests, shared by every test crate (`mod support;`): temporary
 //! directories and processes removed on drop, podman, JSON read with the xtask's own parser
-//! (tinyjson), and in `registry.rs` (pull) and `stack.rs` (registry-free) what each family of
-//! tests runs against. Each test crate uses part of it.
+//! (tinyjson), a test CA (`tls.rs`), an authenticated CONNECT proxy (`tinyproxy.rs`), and in
+//! `registry.rs` (pull) and `stack.rs` (registry-free) what each family of tests runs against.
+//! Each test crate uses part of it.
 #![allow(dead_code)]
 
 pub mod registry;
 pub mod stack;
+pub mod tinyproxy;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

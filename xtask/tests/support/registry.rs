@@ -1,6 +1,8 @@
-//! Support for the `pull` tests: a real registry (Debian's docker-registry) on loopback, the
-//! fault-injecting proxy (`faultproxy.py`) in front of it, small images built and pushed here,
-//! the xtask run with a private state directory, and the pull's `--json` report read as JSON.
+//! Support for the `pull` tests: a real registry (Debian's docker-registry) on loopback, plain
+//! HTTP or TLS with a test CA (`tls.rs`), the fault-injecting proxy (`faultproxy.py`) in front
+//! of it speaking the same, small images built and pushed here, the xtask run with a private
+//! state directory (and the test CA in its certs.d), and the pull's `--json` report read as
+//! JSON; [`Setup`] puts them together for one test, over plain HTTP or TLS ([`Transport`]).
 //! Everything is named `v7test-pull-...` and removed on drop.
 
 use std::io::{BufRead, BufReader, Read};
@@ -8,28 +10,56 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use super::tls::TestCa;
 use super::*;
 
 /// docker-registry 2.8 on 127.0.0.1, storage in a temp dir.
 pub struct Registry {
     pub port: u16,
+    /// Serves TLS with a certificate of this CA's.
+    pub tls: Option<std::sync::Arc<TestCa>>,
     _proc: Proc,
     _dir: TempDir,
 }
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// Plain HTTP, or TLS with a server certificate of `tls` (SAN IP:127.0.0.1).
+    pub fn start_with(tls: Option<std::sync::Arc<TestCa>>) -> Registry {
+        Registry::start_with_login(tls, None)
+    }
+
+    /// Like [`Registry::start_with`], and when `login` is given only that user (password,
+    /// bcrypt in an htpasswd file made with apache2-utils' htpasswd) may pull or push.
+    pub fn start_with_login(tls: Option<std::sync::Arc<TestCa>>, login: Option<(&str, &str)>) -> Registry {
         let dir = TempDir::new("pull-registry");
         let port = free_port();
         let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(ca) = &tls {
+            text.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                ca.cert().display(),
+                ca.key().display()
+            ));
+        }
+        if let Some((user, password)) = login {
+            let out =
+                Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd (apache2-utils)");
+            assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            text.push_str(&format!("auth:\n  htpasswd:\n    realm: v7test\n    path: {}\n", file.display()));
+        }
+        std::fs::write(&cfg, text).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -39,7 +69,7 @@ impl Registry {
             .expect("docker-registry (apt-get install docker-registry)");
         let proc = Proc(child);
         wait_for_port(port, Duration::from_secs(10));
-        Registry { port, _proc: proc, _dir: dir }
+        Registry { port, tls, _proc: proc, _dir: dir }
     }
 
     pub fn addr(&self) -> String {
@@ -54,20 +84,20 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn start(upstream: &str) -> Proxy {
-        Proxy::start_with(upstream, &[])
+    /// In front of `registry`, speaking what it speaks (TLS with a certificate of the same CA).
+    pub fn start(registry: &Registry) -> Proxy {
+        Proxy::start_with(&registry.addr(), registry.tls.as_deref(), &[])
     }
 
-    pub fn start_with(upstream: &str, extra: &[&str]) -> Proxy {
+    /// `tls`: serve TLS and reach the upstream over TLS, both with this CA's certificates.
+    pub fn start_with(upstream: &str, tls: Option<&TestCa>, extra: &[&str]) -> Proxy {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/faultproxy.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--upstream", upstream])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).args(["--upstream", upstream]);
+        if let Some(ca) = tls {
+            cmd.arg("--tls-cert").arg(ca.cert()).arg("--tls-key").arg(ca.key()).arg("--upstream-ca").arg(ca.ca());
+        }
+        let mut child = cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("PORT ").expect("proxy prints its port").parse().unwrap();
@@ -112,7 +142,7 @@ impl Proxy {
 /// Builds a small image (a few files plus `random_mb` MB of random data), pushes it to
 /// `registry` as `v7test-pull/<name>:<tag>`, and removes the local copy. Returns the
 /// reference in the registry.
-pub fn push_image(registry: &str, name: &str, tag: &str, random_mb: usize) -> String {
+pub fn push_image(registry: &Registry, name: &str, tag: &str, random_mb: usize) -> String {
     let dir = TempDir::new("pull-img");
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
@@ -127,8 +157,17 @@ pub fn push_image(registry: &str, name: &str, tag: &str, random_mb: usize) -> St
     let local = format!("localhost/{}", unique("pull-src"));
     let out = podman(&["import", "-q", tar.to_str().unwrap(), &local]);
     assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
-    let remote = format!("{registry}/v7test-pull/{name}:{tag}");
-    let out = podman(&["push", "-q", "--tls-verify=false", &local, &remote]);
+    let remote = format!("{}/v7test-pull/{name}:{tag}", registry.addr());
+    let out = match &registry.tls {
+        // Verified like any pull: the test CA through a certs.d directory of its own.
+        Some(ca) => {
+            let certs = dir.path().join("certs.d");
+            ca.certs_d(&certs, &[registry.addr()]);
+            let cert_dir = certs.join(registry.addr());
+            podman(&["push", "-q", "--cert-dir", cert_dir.to_str().unwrap(), &local, &remote])
+        }
+        None => podman(&["push", "-q", "--tls-verify=false", &local, &remote]),
+    };
     let _ = podman(&["rmi", "-f", "-i", &local]);
     assert!(out.status.success(), "podman push: {}", String::from_utf8_lossy(&out.stderr));
     remote
@@ -142,6 +181,17 @@ pub struct Xtask {
 }
 
 impl Xtask {
+    /// The certs.d directory of the xtask's podman configuration (`<state>/podman/certs.d`):
+    /// where a test puts the CA it made, for podman and the relay alike.
+    pub fn certs_d(&self) -> PathBuf {
+        self.state.path().join("v7/podman/certs.d")
+    }
+
+    /// Trusts `ca` for these TLS hosts (`127.0.0.1:PORT`) through the xtask's certs.d.
+    pub fn trust(&self, ca: &TestCa, hosts: &[String]) {
+        ca.certs_d(&self.certs_d(), hosts);
+    }
+
     pub fn new(insecure: &[String]) -> Xtask {
         let state = TempDir::new("pull-state");
         let registries_conf = state.path().join("test-registries.conf");
@@ -193,4 +243,65 @@ pub fn image_number(stdout: &str, image: &str, key: &str) -> Option<f64> {
 /// A string of `image`'s entry in the report on `stdout` (`None` for null).
 pub fn image_string(stdout: &str, image: &str, key: &str) -> Option<String> {
     string(&image_report(&json(stdout), image), key)
+}
+
+/// What the registry and its fault proxies speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Https,
+}
+
+/// One registry with one proxy in front, and images pushed to it.
+pub struct Setup {
+    pub images: Images,
+    pub proxy: Proxy,
+    pub registry: Registry,
+    pub xtask: Xtask,
+    pub ca: Option<Arc<TestCa>>,
+}
+
+impl Setup {
+    pub fn new(names: &[(&str, usize)]) -> Setup {
+        Setup::over(Transport::Http, names)
+    }
+
+    pub fn over(transport: Transport, names: &[(&str, usize)]) -> Setup {
+        let ca = (transport == Transport::Https).then(|| Arc::new(TestCa::new("pull")));
+        let registry = Registry::start_with(ca.clone());
+        for (name, mb) in names {
+            push_image(&registry, name, "1", *mb);
+        }
+        let proxy = Proxy::start(&registry);
+        let xtask = match &ca {
+            Some(ca) => {
+                let x = Xtask::new(&[]);
+                x.trust(ca, &[proxy.addr(), registry.addr()]);
+                x
+            }
+            None => Xtask::new(&[proxy.addr(), registry.addr()]),
+        };
+        Setup { images: Images::default(), proxy, registry, xtask, ca }
+    }
+
+    /// Another fault proxy in front of the registry (a mirror), trusted like the first.
+    pub fn mirror(&self) -> Proxy {
+        let m = Proxy::start(&self.registry);
+        if let Some(ca) = &self.ca {
+            self.xtask.trust(ca, &[m.addr()]);
+        }
+        m
+    }
+
+    /// A mirror's URL: `http://` or `https://` as the registry speaks.
+    pub fn url(&self, addr: &str) -> String {
+        format!("{}://{addr}", if self.ca.is_some() { "https" } else { "http" })
+    }
+
+    /// The reference through the proxy; registered for removal.
+    pub fn via_proxy(&mut self, name: &str) -> String {
+        let r = format!("{}/v7test-pull/{name}:1", self.proxy.addr());
+        self.images.add(&r);
+        r
+    }
 }

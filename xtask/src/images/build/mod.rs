@@ -1,29 +1,40 @@
 //! Image builds: each one planned as an [`ImageBuild`] value, fingerprinted
 //! (`fingerprint.rs`, over its context as `context.rs` reads it), skipped when the image already
-//! here carries the same fingerprint, otherwise built by podman, all at once, each with its own
-//! log. `plan.rs` makes the production builds of `*/Dockerfile` (rewritten for package mirrors
-//! with `--mirror`); `images/registry_free` makes the registry-free ones.
+//! here carries the same fingerprint, otherwise built by podman, each with its own log, as many
+//! at once as `--jobs` allows (`schedule.rs` decides, `run.rs` runs, `report.rs` shows and
+//! reports, `interrupt.rs` and `working.rs` stop them cleanly on SIGINT/SIGTERM). `plan.rs`
+//! makes the production builds of `*/Dockerfile` (rewritten for package mirrors with
+//! `--mirror`, whose argument `mirror_spec.rs` reads); `images/registry_free` makes the
+//! registry-free ones.
 //!
 //! Proxies from the environment reach the builds through podman's `--http-proxy` (on by
-//! default): given to podman as environment, never as build arguments, so no image stores them.
+//! default): given to podman as environment, never as build arguments, so no image stores them
+//! (`net/proxy.rs` says what was verified).
 
 pub mod context;
 pub mod fingerprint;
+pub mod interrupt;
+pub mod mirror_spec;
+pub mod mirrors;
 pub mod plan;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod working;
+
+pub use run::run_builds;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::images::dockerfile::base_images::external_images;
 use crate::net::proxy::Proxies;
 use crate::oci::ImageRef;
-use crate::podman::errors::explain_failure;
 use crate::podman::images::{podman_reference, LocalImage};
 use crate::podman::Podman;
-use crate::process::{Cmd, Runner};
+use crate::process::Cmd;
 use crate::stack::names::{INPUTS_LABEL, PROJECT_LABEL};
 use context::IgnoreRules;
 
@@ -49,13 +60,16 @@ pub struct ImageBuild {
 }
 
 impl ImageBuild {
-    pub fn command(&self, podman: &Podman, proxies: &Proxies) -> Cmd {
+    /// `podman build`, which writes the image's ID to `iidfile` and tags nothing: the image is
+    /// tagged by [`tag_command`] once the build succeeded and was not stopped.
+    pub fn command(&self, podman: &Podman, proxies: &Proxies, iidfile: &Path) -> Cmd {
         let mut cmd = podman.cmd();
         for (k, v) in proxies.env() {
             cmd = cmd.env(k, v);
         }
         // `--format docker`: the OCI image format has no HEALTHCHECK, and podman drops it silently.
-        cmd = cmd.args(["build", "--format", "docker", "--layers", "-t", &self.image, "-f"]).path_arg(&self.dockerfile);
+        cmd = cmd.args(["build", "--format", "docker", "--layers", "--iidfile"]).path_arg(iidfile);
+        cmd = cmd.arg("-f").path_arg(&self.dockerfile);
         if let Some(ignore) = &self.ignorefile {
             cmd = cmd.arg("--ignorefile").path_arg(ignore);
         }
@@ -109,7 +123,7 @@ impl ImageBuild {
 /// (checked with a two-stage Containerfile: all six images it made carried the label). Labels
 /// are not part of the layer cache key: a build with another project label reused those
 /// intermediates ("Using cache"), so a shared intermediate keeps the label of its first maker.
-fn with_labels(mut b: ImageBuild, project: &str, inputs: String) -> ImageBuild {
+pub fn with_labels(mut b: ImageBuild, project: &str, inputs: String) -> ImageBuild {
     b.labels.push((PROJECT_LABEL.to_string(), project.to_string()));
     b.labels.push((INPUTS_LABEL.to_string(), inputs));
     b
@@ -152,91 +166,14 @@ impl Bases {
     }
 }
 
+/// `podman tag ID IMAGE`: a build's image gets its name only after the build succeeded.
+pub fn tag_command(podman: &Podman, id: &str, image: &str) -> Cmd {
+    podman.cmd().args(["tag", id, image])
+}
+
 /// Errors of podman's shared image store while another process adds or removes images at the
 /// same moment; the same build succeeds when tried again.
-const TRANSIENT_STORE_ERRORS: &[&str] = &["layer not known", "image not known"];
-
-/// Runs one build with its output in `log`; tried a second time after a transient store error.
-fn build_one(runner: &Runner, b: &ImageBuild, cmd: &Cmd, log: &Path) -> Result<f64, String> {
-    let start = Instant::now();
-    for attempt in 1..=2 {
-        let status = runner.run_logged(cmd, log).map_err(|e| format!("{e:#}"))?;
-        let secs = start.elapsed().as_secs_f64();
-        if status.success() {
-            eprintln!("{}: built {} in {secs:.0} s", b.service, b.image);
-            return Ok(secs);
-        }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if attempt == 1 && TRANSIENT_STORE_ERRORS.iter().any(|e| text.contains(e)) {
-            eprintln!("{}: podman's image store changed under the build; trying once more", b.service);
-            continue;
-        }
-        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-        eprintln!("{}: FAILED after {secs:.0} s; last lines of {}:\n  {}", b.service, log.display(), tail.join("\n  "));
-        if let Some(hint) = explain_failure(&text) {
-            eprintln!("  hint: {hint}");
-        }
-        return Err(b.service.clone());
-    }
-    unreachable!("the loop returns")
-}
-
-/// Builds in parallel, each skipped when its fingerprint matches the image here. Output of each
-/// build goes to `<log_dir>/<service>.log`; a failure prints the log's tail.
-pub fn run_builds(
-    runner: &Runner,
-    podman: &Podman,
-    proxies: &Proxies,
-    project: &str,
-    log_dir: &Path,
-    builds: Vec<ImageBuild>,
-    force: bool,
-) -> Result<()> {
-    let mut to_run = Vec::new();
-    let images: Vec<String> = builds.iter().map(|b| b.image.clone()).collect();
-    let labels = crate::podman::images::labels(runner, podman, &images, INPUTS_LABEL);
-    for (b, current) in builds.into_iter().zip(labels) {
-        let fp = b.fingerprint()?;
-        let current = current.unwrap_or_default();
-        if !force && current == fp.label {
-            eprintln!(
-                "{}: unchanged since {} was built (inputs {}, {} files); skipped (--force rebuilds)",
-                b.service, b.image, fp.label, fp.files
-            );
-            continue;
-        }
-        to_run.push(with_labels(b, project, fp.label));
-    }
-    if to_run.is_empty() {
-        return Ok(());
-    }
-    if runner.dry_run {
-        for b in &to_run {
-            runner.run(&b.command(podman, proxies))?;
-        }
-        return Ok(());
-    }
-    std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
-    // One thread per build, so each one's time is its own and a failure is reported when it
-    // happens; podman runs them concurrently.
-    let results: Vec<(String, Result<f64, String>)> = std::thread::scope(|scope| {
-        let threads: Vec<_> = to_run
-            .iter()
-            .map(|b| {
-                let cmd = b.command(podman, proxies);
-                let log = log_dir.join(format!("{}.log", b.service));
-                eprintln!("{}: building {} (log: {})\n  $ {cmd}", b.service, b.image, log.display());
-                scope.spawn(move || (b.service.clone(), build_one(runner, b, &cmd, &log)))
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().expect("build thread")).collect()
-    });
-    let failed: Vec<String> = results.iter().filter(|(_, r)| r.is_err()).map(|(s, _)| s.clone()).collect();
-    if !failed.is_empty() {
-        bail!("build failed for {} (nothing was tagged for them; see the logs above)", failed.join(", "));
-    }
-    Ok(())
-}
+pub const TRANSIENT_STORE_ERRORS: &[&str] = &["layer not known", "image not known"];
 
 #[cfg(test)]
 mod tests {
@@ -303,7 +240,7 @@ mod tests {
         let b = with_labels(b, "v7test-x", "sha256:abc".into());
         let podman = Podman::fixed(&[("CONTAINERS_CONF", "/c.conf")]);
         let proxies = Proxies { http: Some("http://u:pw@proxy:3128".into()), ..Default::default() };
-        let cmd = b.command(&podman, &proxies);
+        let cmd = b.command(&podman, &proxies, Path::new("/s/backend.iid"));
         assert_eq!(
             cmd.args,
             [
@@ -311,8 +248,8 @@ mod tests {
                 "--format",
                 "docker",
                 "--layers",
-                "-t",
-                "ghcr.io/x/backend:latest",
+                "--iidfile",
+                "/s/backend.iid",
                 "-f",
                 "/repo/backend/Dockerfile",
                 "--ignorefile",
@@ -334,5 +271,9 @@ mod tests {
         assert!(cmd.env.contains(&("HTTP_PROXY".into(), "http://u:pw@proxy:3128".into())), "proxies go in as env");
         assert!(!cmd.args.iter().any(|a| a.contains("pw@")), "and never as build args");
         assert!(!cmd.to_string().contains("pw@"), "and are masked when printed: {cmd}");
+        assert!(cmd.to_string().contains("HTTP_PROXY='http://u:***@proxy:3128'"), "{cmd}");
+        assert!(!cmd.args.iter().any(|a| a == "-t"), "nothing is tagged by the build itself");
+        let tag = tag_command(&podman, "sha256:1", "ghcr.io/x/backend:latest");
+        assert_eq!(tag.args, ["tag", "sha256:1", "ghcr.io/x/backend:latest"]);
     }
 }

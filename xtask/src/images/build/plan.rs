@@ -1,33 +1,17 @@
 //! The production builds (`*/Dockerfile` of the services with a `build` section), with the
-//! Dockerfiles rewritten out of tree for package mirrors when `--mirror` is given: the rewritten
-//! copy goes to `<state>/build/<service>/Dockerfile` and is built with `-f`; the source is never
-//! touched.
+//! Dockerfiles rewritten out of tree for package mirrors when `--mirror` is given (which mirrors:
+//! `mirror_spec.rs`): the rewritten copy goes to `<state>/build/<service>/Dockerfile` and is
+//! built with `-f`; the source is never touched. Under `--dry-run` each rewrite is printed as a
+//! unified diff against the source (`images/dockerfile/diff.rs`).
 
 use anyhow::{bail, Context, Result};
 
 use super::ImageBuild;
+use crate::images::dockerfile::diff::unified;
 use crate::images::dockerfile::rewrite::rewrite;
 use crate::stack::{PackageMirrors, Stack};
 use crate::util::fs::write_if_changed;
 use crate::util::workspace::Workspace;
-
-/// The package mirrors `--mirror` uses: `--preset NAME`, else `package_mirrors.default_preset`.
-pub fn choose_preset(stack: &Stack, flag: Option<&str>) -> Result<(String, PackageMirrors)> {
-    let name = match flag {
-        Some(n) => n.to_string(),
-        None => match &stack.package_mirrors.default_preset {
-            Some(d) => d.get_ref().clone(),
-            None => bail!("--mirror needs a preset: give --preset NAME or set package_mirrors.default_preset in docker/stack.toml"),
-        },
-    };
-    match stack.package_mirrors.presets.get(&name) {
-        Some(p) => Ok((name, p.clone())),
-        None => bail!(
-            "package mirror preset {name:?} is not in docker/stack.toml; presets: {}",
-            stack.package_mirrors.presets.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    }
-}
 
 /// Checks that the named services exist and are built; none named means all of `buildable`.
 pub fn select_services<'a>(stack: &'a Stack, wanted: &[String], buildable: &[&'a str]) -> Result<Vec<&'a str>> {
@@ -47,12 +31,14 @@ pub fn select_services<'a>(stack: &'a Stack, wanted: &[String], buildable: &[&'a
     Ok(out)
 }
 
-/// The production builds of `services` (all when empty), rewritten for `mirrors` when given.
+/// The production builds of `services` (all when empty), rewritten for `mirrors` when given;
+/// with `show_diff`, each rewrite is printed as a diff on stdout.
 pub fn plan(
     ws: &Workspace,
     stack: &Stack,
     services: &[String],
     mirrors: Option<(&str, &PackageMirrors)>,
+    show_diff: bool,
 ) -> Result<Vec<ImageBuild>> {
     let buildable: Vec<&str> = stack.built_services().map(|(n, _, _)| n.as_str()).collect();
     let mut out = Vec::new();
@@ -64,13 +50,26 @@ pub fn plan(
             format!("services.{name}.build.dockerfile = {:?}: cannot read it ({})", b.dockerfile, ws.stack_file)
         })?;
         let dockerfile = match mirrors {
-            Some((preset, mirrors)) => {
+            Some((label, mirrors)) => {
                 let (rewritten, inserted) = rewrite(&text, mirrors);
                 let path = ws.state.join("build").join(name).join("Dockerfile");
                 write_if_changed(&path, &rewritten)?;
-                let managers: Vec<&str> = inserted.iter().map(|i| i.manager).collect();
+                let mut managers: Vec<&str> = Vec::new();
+                for i in &inserted {
+                    if !managers.contains(&i.manager) {
+                        managers.push(i.manager);
+                    }
+                }
+                if show_diff {
+                    let shown = path.strip_prefix(&ws.root).unwrap_or(&path).display().to_string();
+                    let diff = unified(&text, &rewritten, &b.dockerfile, &shown, 3);
+                    print!(
+                        "{}",
+                        if diff.is_empty() { format!("# {name}: {} unchanged\n", b.dockerfile) } else { diff }
+                    );
+                }
                 eprintln!(
-                    "{name}: {} rewritten for package mirror preset {preset} ({}) -> {}",
+                    "{name}: {} rewritten for package mirrors {label} ({}) -> {}",
                     b.dockerfile,
                     if managers.is_empty() {
                         "no package manager to redirect".to_string()
@@ -110,14 +109,14 @@ mod tests {
     fn the_repository_plans_three_builds_and_mirror_rewrites_out_of_tree() {
         let ws = Workspace::for_tests("build-plan");
         let stack = Stack::load(&ws).unwrap();
-        let builds = plan(&ws, &stack, &[], None).unwrap();
+        let builds = plan(&ws, &stack, &[], None, false).unwrap();
         let names: Vec<&str> = builds.iter().map(|b| b.service.as_str()).collect();
         assert_eq!(names, ["analytics-engine", "backend", "web"]);
         assert_eq!(builds[1].dockerfile, ws.root.join("backend/Dockerfile"));
 
         let before = std::fs::read_to_string(ws.root.join("web/Dockerfile")).unwrap();
         let mirrors = PackageMirrors { npm: Some("http://host.containers.internal:4873".into()), ..Default::default() };
-        let builds = plan(&ws, &stack, &["web".to_string()], Some(("t", &mirrors))).unwrap();
+        let builds = plan(&ws, &stack, &["web".to_string()], Some(("t", &mirrors)), true).unwrap();
         assert_eq!(builds[0].dockerfile, ws.state.join("build/web/Dockerfile"));
         let rewritten = std::fs::read_to_string(&builds[0].dockerfile).unwrap();
         assert!(rewritten.contains("ARG NPM_CONFIG_REGISTRY=http://host.containers.internal:4873/"), "{rewritten}");
@@ -126,18 +125,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_services_and_presets_are_refused() {
+    fn unknown_services_are_refused() {
         let ws = Workspace::for_tests("build-refused");
         let stack = Stack::load(&ws).unwrap();
-        let e = plan(&ws, &stack, &["frontend".to_string()], None).unwrap_err().to_string();
+        let e = plan(&ws, &stack, &["frontend".to_string()], None, false).unwrap_err().to_string();
         assert_eq!(e, "no service named \"frontend\"; buildable: analytics-engine, backend, web");
-        let e = plan(&ws, &stack, &["nats".to_string()], None).unwrap_err().to_string();
+        let e = plan(&ws, &stack, &["nats".to_string()], None, false).unwrap_err().to_string();
         assert!(e.starts_with("nats is not built by the xtask"), "{e}");
-        let e = choose_preset(&stack, Some("nope")).unwrap_err().to_string();
-        assert!(
-            e.starts_with("package mirror preset \"nope\" is not in docker/stack.toml; presets: aliyun, local"),
-            "{e}"
-        );
-        assert_eq!(choose_preset(&stack, None).unwrap().0, "aliyun", "the default preset");
     }
 }

@@ -3,9 +3,11 @@
 //! - this module splits a Dockerfile into logical instructions (parser directives, line
 //!   continuations, comments inside continuations, heredocs, lower-case keywords);
 //! - `base_images.rs`: the external images every stage needs (ARG expansion, multi-stage);
-//! - `rewrite.rs`: where Dockerfiles are rewritten for package mirrors (`build --mirror`).
+//! - `rewrite.rs`: where Dockerfiles are rewritten for package mirrors (`build --mirror`);
+//! - `diff.rs`: the rewrite shown as a unified diff (`build --mirror --dry-run`).
 
 pub mod base_images;
+pub mod diff;
 pub mod rewrite;
 
 /// One logical instruction: keyword upper-cased, arguments with continuations joined.

@@ -5,11 +5,14 @@
 //!    normalised, de-duplicated, digests kept. `--image REF` replaces the list.
 //! 2. Presence: one `podman image inspect` for all of them (`podman/images.rs`).
 //! 3. The plan (`plan.rs`): each image's sources in order, every registry mirror of its
-//!    registry, then the registry itself; plain-HTTP sources (an `http://` mirror, a registry on
-//!    loopback) go through the loopback relay (`relay/`) unless `--no-relay`: it fetches ahead
-//!    and retries single requests, so a failed request no longer costs a whole attempt.
-//! 4. Pulling (`session.rs`): mirrors probed once (`GET /v2/`, 2 s connect, 3 s answer; a dead
-//!    mirror costs seconds once and is skipped for every image), then a pool of `--jobs`
+//!    registry, then the registry itself; mirrors (`http://` and `https://`) and registries on
+//!    loopback (plain or TLS) go through the loopback relay (`relay/`) unless `--no-relay`: it
+//!    fetches ahead and retries single requests, so a failed request no longer costs a whole
+//!    attempt. TLS is curl's, trusting what podman trusts (`podman/certs.rs`: the system's CAs
+//!    and the registry's certs.d directory, which each direct pull gets as `--cert-dir`).
+//! 4. Pulling (`session.rs`): mirrors probed before any pull (`GET /v2/`, 2 s connect, 3 s
+//!    answer; a reset or a 5xx is asked again, up to 3 times, so one bad answer does not make a
+//!    mirror dead; refused or silent ones cost seconds once and are skipped for every image), then a pool of `--jobs`
 //!    workers, each image retried as `retry.rs` says (classifying podman's errors with
 //!    `classify.rs`), with a timeout per attempt (`--timeout`, 300 s) and a deadline for all of
 //!    it (`--deadline`); shown live (`display.rs`) and reported (`report.rs`, `--json`).
@@ -142,8 +145,8 @@ fn print_plan(runner: &Runner, setup: &Setup, items: &[Item], opts: &Options) ->
         for src in &item.sources {
             if !opts.no_relay && relay_upstream(src, &HashMap::new()).is_some() {
                 println!(
-                    "#   {} is plain HTTP: podman pulls it through a loopback relay that fetches ahead and retries \
-                     single requests (--no-relay: directly)",
+                    "#   podman pulls {} through a loopback relay that fetches ahead and retries single requests \
+                     (--no-relay: directly)",
                     src.label()
                 );
             }
@@ -153,7 +156,8 @@ fn print_plan(runner: &Runner, setup: &Setup, items: &[Item], opts: &Options) ->
                 Source::Mirror(m) => setup.mirror_confs.get(&m.url).cloned(),
                 Source::Origin(_) => setup.origin_conf.clone(),
             };
-            runner.run(&pull_cmd(&setup.podman, conf.as_deref(), &item.needed.image))?;
+            let cert_dir = setup.podman.cert_dir(&s.host_port());
+            runner.run(&pull_cmd(&setup.podman, conf.as_deref(), cert_dir.as_deref(), &item.needed.image))?;
         }
     }
     Ok(())

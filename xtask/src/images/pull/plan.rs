@@ -25,6 +25,14 @@ impl Source {
             Source::Origin(r) => r.clone(),
         }
     }
+
+    /// `host[:port]` as image references and certs.d directories name it.
+    pub fn host_port(&self) -> String {
+        match self {
+            Source::Mirror(m) => m.location.split('/').next().unwrap_or("").to_string(),
+            Source::Origin(r) => r.clone(),
+        }
+    }
 }
 
 /// The mirrors of the image's registry, in order, then the registry itself.
@@ -41,13 +49,15 @@ pub fn mirror_list(cli: &[String], stack_file: &[String]) -> Result<Vec<Registry
     specs.iter().map(|s| RegistryMirror::parse(s).map_err(anyhow::Error::msg)).collect()
 }
 
-/// Where a relay for `source` would fetch from: plain-HTTP sources only (an `http://` mirror
-/// that answers, or a registry on this host), with the registry name podman pulls it as.
+/// Where a relay for `source` would fetch from, with the registry name podman pulls it as: a
+/// mirror that answers (`http://` plain, `https://` over TLS), or a registry on this host
+/// (plain HTTP first; the relay switches to TLS when it speaks TLS). Other registries are
+/// pulled directly (relay/mod.rs says why).
 pub fn relay_upstream(source: &Source, dead: &HashMap<String, String>) -> Option<(String, Upstream)> {
     match source {
-        Source::Mirror(m) if m.insecure && !dead.contains_key(&m.url) => {
-            Some((m.registry.clone(), Upstream::from_location(&m.location)?))
-        }
+        Source::Mirror(m) if dead.contains_key(&m.url) => None,
+        Source::Mirror(m) if m.insecure => Some((m.registry.clone(), Upstream::from_location(&m.location)?)),
+        Source::Mirror(m) => Some((m.registry.clone(), Upstream::from_location_tls(&m.location)?)),
         Source::Origin(r) if is_loopback_registry(r) => Some((r.clone(), Upstream::from_location(r)?)),
         _ => None,
     }
@@ -118,14 +128,17 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_sources_go_through_the_relay() {
+    fn mirrors_and_loopback_registries_go_through_the_relay() {
         let m = RegistryMirror::parse("http://127.0.0.1:5001/ns").unwrap();
         let (registry, up) = relay_upstream(&Source::Mirror(m.clone()), &HashMap::new()).unwrap();
         assert_eq!((registry.as_str(), up.port, up.namespace.as_str()), ("docker.io", 5001, "ns/"));
         let dead: HashMap<String, String> = [(m.url.clone(), "refused".to_string())].into();
-        assert!(relay_upstream(&Source::Mirror(m), &dead).is_none(), "not through a dead mirror");
-        assert!(relay_upstream(&Source::Mirror(RegistryMirror::parse("https://m.example").unwrap()), &HashMap::new())
-            .is_none());
+        assert!(relay_upstream(&Source::Mirror(m.clone()), &dead).is_none(), "not through a dead mirror");
+        let https = Source::Mirror(RegistryMirror::parse("https://m.example:8443").unwrap());
+        let (_, up) = relay_upstream(&https, &HashMap::new()).unwrap();
+        assert!(up.tls && up.port == 8443, "{up:?}");
+        assert_eq!(https.host_port(), "m.example:8443");
+        assert_eq!(Source::Mirror(m.clone()).host_port(), "127.0.0.1:5001");
         assert!(relay_upstream(&Source::Origin("127.0.0.1:5000".into()), &HashMap::new()).is_some());
         assert!(relay_upstream(&Source::Origin("docker.io".into()), &HashMap::new()).is_none());
     }

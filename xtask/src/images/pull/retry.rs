@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 use super::classify::{classify, error_line, is_auth_error, Class};
 use super::display::RowState;
 use super::plan::{relay_upstream, Item, Source};
+use super::relay::curl::{self, trust_for};
 use super::relay::Relay;
 use crate::net::backoff::{exponential, parse_retry_after, Jitter};
 use crate::net::http;
 use crate::oci::{manifest, ImageRef};
 use crate::podman::images::podman_reference;
+use crate::podman::registries_conf::is_loopback_registry;
 use crate::podman::Podman;
 use crate::process::{Cmd, Runner};
 use crate::util::text::plural;
@@ -49,6 +51,8 @@ pub struct Ctx {
     pub origin_conf: Option<PathBuf>,
     /// Per source label: the loopback relay podman pulls that source through.
     pub relays: HashMap<String, RelayUse>,
+    /// Where the xtask's own requests to a TLS registry keep their files (session.rs).
+    pub work: PathBuf,
 }
 
 /// A relay and the registries.conf that sends one source's pulls to it.
@@ -92,12 +96,20 @@ enum AttemptEnd {
     Stopped,
 }
 
-pub fn pull_cmd(podman: &Podman, registries_conf: Option<&Path>, image: &ImageRef) -> Cmd {
+/// One attempt. `cert_dir`: the certs.d directory of the source's host (`Podman::cert_dir`),
+/// given as `--cert-dir` (why that flag: podman/certs.rs); none for the relay, which podman
+/// reaches over plain HTTP on loopback.
+pub fn pull_cmd(podman: &Podman, registries_conf: Option<&Path>, cert_dir: Option<&Path>, image: &ImageRef) -> Cmd {
     let p = match registries_conf {
         Some(path) => podman.clone().with_registries_conf(path),
         None => podman.clone(),
     };
-    p.cmd().args(["pull", &podman_reference(image)])
+    let cmd = p.cmd().arg("pull");
+    let cmd = match cert_dir {
+        Some(d) => cmd.arg("--cert-dir").path_arg(d),
+        None => cmd,
+    };
+    cmd.arg(podman_reference(image))
 }
 
 impl Ctx {
@@ -198,9 +210,9 @@ pub fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) ->
                     if !relayed.iter().any(|x| std::ptr::eq(*x, r)) {
                         relayed.push(r);
                     }
-                    pull_cmd(&ctx.podman, Some(&r.conf), image)
+                    pull_cmd(&ctx.podman, Some(&r.conf), None, image)
                 }
-                None => pull_cmd(&ctx.podman, direct_conf, image),
+                None => pull_cmd(&ctx.podman, direct_conf, ctx.podman.cert_dir(&source.host_port()).as_deref(), image),
             };
             let pulling =
                 |note: Option<String>| RowState::Pulling { source: source.label(), attempt, of: ctx.attempts, note };
@@ -233,10 +245,10 @@ pub fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) ->
             // The relay cannot help this source: it does not speak plain HTTP, or it wants
             // credentials podman keeps for the registry's own name. Same attempt, directly.
             if let Some(r) = relay {
-                let why = if r.relay.upstream_not_plain_http() {
-                    Some("it does not answer plain HTTP")
+                let why = if let Some(why) = r.relay.pull_directly() {
+                    Some(why)
                 } else if class == Class::Permanent && is_auth_error(&stderr) {
-                    Some("it asks for credentials")
+                    Some("it asks for credentials".to_string())
                 } else {
                     None
                 };
@@ -252,7 +264,7 @@ pub fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) ->
             }
             let mut backoff = || exponential(attempt, BACKOFF_BASE, BACKOFF_CAP, jitter.next());
             let wait = match class {
-                Class::RateLimited => probe_retry_after(source, image).unwrap_or_else(backoff),
+                Class::RateLimited => probe_retry_after(ctx, source, image).unwrap_or_else(backoff),
                 _ => backoff(),
             };
             let until = Instant::now() + wait;
@@ -272,19 +284,38 @@ pub fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) ->
     end(false, attempts, None, Some(last_error), &relayed)
 }
 
-/// Asks a plain-HTTP registry (the ones a relay could serve) for the manifest once, to read a
-/// 429's Retry-After.
-fn probe_retry_after(source: &Source, image: &ImageRef) -> Option<Duration> {
+/// Asks the registry (the sources a relay could serve: mirrors and registries on this host)
+/// for the manifest once, to read a 429's Retry-After: plain HTTP first, then over TLS by curl,
+/// trusting what podman trusts for it.
+fn probe_retry_after(ctx: &Ctx, source: &Source, image: &ImageRef) -> Option<Duration> {
     let (_, up) = relay_upstream(source, &HashMap::new())?;
     let reference = image.digest.clone().or_else(|| image.tag.clone())?;
     let accept: Vec<(&str, &str)> = manifest::MEDIA_TYPES.iter().map(|t| ("Accept", *t)).collect();
     let path = up.path(&image.repository, "manifests", &reference);
     let (connect, read) = (Duration::from_secs(2), Duration::from_secs(5));
-    let answer = http::request_to(&up.host, up.port, "HEAD", &path, &accept, None, connect, read).ok()?;
-    if answer.status != 429 {
+    let plain = if up.tls {
+        None
+    } else {
+        http::request_to(&up.host, up.port, "HEAD", &path, &accept, None, connect, read)
+            .ok()
+            .map(|a| (a.status, a.header("retry-after").map(str::to_string)))
+            // 400: what TLS servers answer to plain HTTP.
+            .filter(|(status, _)| *status != 400)
+    };
+    let (status, retry_after) = match plain {
+        Some(answer) => answer,
+        None => {
+            let trust = trust_for(&ctx.work, &ctx.podman, &source.host_port()).ok()?;
+            let no_proxy = is_loopback_registry(&http::authority(&up.host, up.port));
+            let (status, headers) =
+                curl::small(&ctx.runner, &ctx.work, "HEAD", up.https_url(&path), &trust, no_proxy, (2, 5)).ok()?;
+            (status, http::header(&headers, "retry-after").map(str::to_string))
+        }
+    };
+    if status != 429 {
         return None;
     }
-    answer.header("retry-after").and_then(|v| parse_retry_after(v, now_unix()))
+    retry_after.and_then(|v| parse_retry_after(&v, now_unix()))
 }
 
 #[cfg(test)]
@@ -295,14 +326,18 @@ mod tests {
     fn pull_commands_point_at_the_source_registries_conf() {
         let podman = Podman::fixed(&[("CONTAINERS_CONF", "/s/containers.conf")]);
         let image = ImageRef::parse("alpine:3.19").unwrap();
-        let cmd = pull_cmd(&podman, Some(Path::new("/s/m0.conf")), &image);
+        let cmd = pull_cmd(&podman, Some(Path::new("/s/m0.conf")), None, &image);
         assert_eq!(
             cmd.to_string(),
             "CONTAINERS_CONF=/s/containers.conf CONTAINERS_REGISTRIES_CONF=/s/m0.conf podman pull docker.io/library/alpine:3.19"
         );
         assert_eq!(
-            pull_cmd(&podman, None, &image).to_string(),
+            pull_cmd(&podman, None, None, &image).to_string(),
             "CONTAINERS_CONF=/s/containers.conf podman pull docker.io/library/alpine:3.19"
+        );
+        assert_eq!(
+            pull_cmd(&podman, None, Some(Path::new("/s/certs.d/127.0.0.1:5000")), &image).to_string(),
+            "CONTAINERS_CONF=/s/containers.conf podman pull --cert-dir /s/certs.d/127.0.0.1:5000 docker.io/library/alpine:3.19"
         );
     }
 }

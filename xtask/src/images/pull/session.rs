@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use super::display::{render, RowState};
 use super::plan::{relay_upstream, Item, Source};
+use super::relay::curl::{self, trust_for, Trust};
 use super::relay::Relay;
 use super::report::{self, Report};
 use super::retry::{pull_one, Ctx, Event, Outcome, RelayUse};
@@ -19,26 +21,77 @@ use super::{Options, Setup};
 use crate::net::http;
 use crate::podman::errors::explain_failure;
 use crate::podman::images::presence;
-use crate::podman::registries_conf::{single_source_conf, RegistryMirror};
+use crate::podman::registries_conf::{is_loopback_registry, single_source_conf, RegistryMirror};
 use crate::process::Runner;
 use crate::util::fs::write_if_changed;
 use crate::util::live::Live;
 use crate::util::workspace::Workspace;
 
-/// Is the mirror answering as a registry? Any HTTP answer to `/v2/` counts (401 included); an
-/// HTTPS mirror is checked by a TCP connection (no TLS here: see relay/mod.rs).
-fn probe_mirror(m: &RegistryMirror) -> Result<(), String> {
+/// What one probe of a mirror says.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// It answered as a registry (any status below 500: 401 and 404 included).
+    Alive,
+    /// Asking again cannot help soon: nothing listens, or it did not answer in time.
+    Dead(String),
+    /// A bad moment (a reset, a cut answer, a 5xx): ask again.
+    Again(String),
+}
+
+/// How many times a mirror is probed before one that keeps failing is skipped.
+const PROBE_ATTEMPTS: u32 = 3;
+
+fn judge_probe(result: Result<u16, String>) -> Probe {
+    match result {
+        Ok(status) if status < 500 => Probe::Alive,
+        Ok(status) => Probe::Again(format!("/v2/ answered {status}")),
+        Err(e) => {
+            let l = e.to_ascii_lowercase();
+            // A read timeout shows as EAGAIN ("resource temporarily unavailable") on Linux.
+            let dead = ["refused", "timed out", "timeout", "temporarily unavailable", "would block", "resolve"];
+            if dead.iter().any(|d| l.contains(d)) {
+                Probe::Dead(e)
+            } else {
+                Probe::Again(e)
+            }
+        }
+    }
+}
+
+/// Is the mirror answering as a registry? `GET /v2/` (over TLS by curl, trusting what podman
+/// trusts for it), asked up to [`PROBE_ATTEMPTS`] times: one bad answer does not make a mirror
+/// dead; refusing connections, not answering in time or failing every time does.
+fn probe_mirror(m: &RegistryMirror, trust: Option<&Trust>, work: &Path) -> Result<(), String> {
     let (host, port) = m.host_port();
     let (connect, read) = (Duration::from_secs(2), Duration::from_secs(3));
-    if !m.insecure {
-        return http::connect(&host, port, connect).map(|_| ()).map_err(|e| format!("{e:#}"));
+    let runner = Runner::new(false);
+    let mut last = String::new();
+    for attempt in 1..=PROBE_ATTEMPTS {
+        // Registries serve /v2/ at the root, even with a namespace in `location`.
+        let result = match trust {
+            None => http::request_to(&host, port, "GET", "/v2/", &[], None, connect, read)
+                .map(|r| r.status)
+                .map_err(|e| format!("{e:#}")),
+            Some(trust) => {
+                let url = format!("https://{}/v2/", http::authority(&host, port));
+                let no_proxy = is_loopback_registry(&http::authority(&host, port));
+                curl::small(&runner, work, "GET", url, trust, no_proxy, (2, 5)).map(|(status, _)| status)
+            }
+        };
+        match judge_probe(result) {
+            Probe::Alive => return Ok(()),
+            Probe::Dead(why) => return Err(why),
+            Probe::Again(why) => last = why,
+        }
+        if attempt < PROBE_ATTEMPTS {
+            std::thread::sleep(Duration::from_millis(200 << attempt));
+        }
     }
-    // Registries serve /v2/ at the root, even with a namespace in `location`.
-    http::request_to(&host, port, "GET", "/v2/", &[], None, connect, read).map(|_| ()).map_err(|e| format!("{e:#}"))
+    Err(format!("{last} ({PROBE_ATTEMPTS} probes)"))
 }
 
 /// Probes the mirrors some image to pull would use, all at once: URL -> why it is dead.
-fn probe_used_mirrors(setup: &Setup, items: &[Item], todo: &[usize]) -> HashMap<String, String> {
+fn probe_used_mirrors(setup: &Setup, items: &[Item], todo: &[usize], work: &Path) -> HashMap<String, String> {
     let used: Vec<&RegistryMirror> = setup
         .mirrors
         .iter()
@@ -48,7 +101,17 @@ fn probe_used_mirrors(setup: &Setup, items: &[Item], todo: &[usize]) -> HashMap<
         .iter()
         .map(|m| {
             let m2 = (*m).clone();
-            (m.url.clone(), std::thread::spawn(move || probe_mirror(&m2)))
+            let trust = if m.insecure {
+                Ok(None)
+            } else {
+                trust_for(work, &setup.podman, &Source::Mirror(m2.clone()).host_port()).map(Some)
+            };
+            let work = work.to_path_buf();
+            let probe = move || match trust {
+                Ok(trust) => probe_mirror(&m2, trust.as_ref(), &work),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            (m.url.clone(), std::thread::spawn(probe))
         })
         .collect();
     let mut dead = HashMap::new();
@@ -80,8 +143,9 @@ fn start_relays(
             let Some((registry, upstream)) = relay_upstream(source, dead) else { continue };
             let n = relays.len();
             let pid = std::process::id();
-            let relay =
-                Relay::start(upstream, &ws.state.join("pull-relay").join(format!("{pid}-{n}")), Arc::clone(stop))?;
+            let cert_dir = setup.podman.cert_dir(&source.host_port());
+            let dir = ws.state.join("pull-relay").join(format!("{pid}-{n}"));
+            let relay = Relay::start(upstream, &dir, Arc::clone(stop), cert_dir.as_deref())?;
             let via = RegistryMirror {
                 registry,
                 url: format!("http://{}", relay.location()),
@@ -96,12 +160,24 @@ fn start_relays(
     Ok(relays)
 }
 
+/// A directory removed on drop.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub fn run(ws: &Workspace, setup: &Setup, items: Vec<Item>, opts: &Options) -> Result<()> {
     let todo: Vec<usize> = (0..items.len()).filter(|&i| items[i].to_pull(opts.policy)).collect();
     for m in &setup.mirrors {
         write_if_changed(&setup.mirror_confs[&m.url], &single_source_conf(m))?;
     }
-    let dead = probe_used_mirrors(setup, &items, &todo);
+    // Probes' and Retry-After's files (CA bundles, curl's answers); removed when the run ends.
+    let work = WorkDir(ws.state.join("pull-relay").join(format!("{}-work", std::process::id())));
+    std::fs::create_dir_all(&work.0).with_context(|| format!("cannot create {}", work.0.display()))?;
+    let dead = probe_used_mirrors(setup, &items, &todo, &work.0);
     let mirror_report: Vec<(RegistryMirror, Option<String>)> =
         setup.mirrors.iter().map(|m| (m.clone(), dead.get(&m.url).cloned())).collect();
 
@@ -122,6 +198,7 @@ pub fn run(ws: &Workspace, setup: &Setup, items: Vec<Item>, opts: &Options) -> R
         dead,
         origin_conf: setup.origin_conf.clone(),
         relays,
+        work: work.0.clone(),
     });
 
     let mut rows: Vec<(String, RowState)> = items
@@ -233,4 +310,22 @@ fn finish(
         bail!(msg);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_bad_answer_does_not_make_a_mirror_dead() {
+        assert_eq!(judge_probe(Ok(200)), Probe::Alive);
+        assert_eq!(judge_probe(Ok(401)), Probe::Alive, "a registry that wants a login answered");
+        assert_eq!(judge_probe(Ok(503)), Probe::Again("/v2/ answered 503".into()));
+        let reset = "reading the answer: Connection reset by peer (os error 104)".to_string();
+        assert_eq!(judge_probe(Err(reset.clone())), Probe::Again(reset));
+        let refused = "cannot connect to 127.0.0.1:9: Connection refused (os error 111)".to_string();
+        assert_eq!(judge_probe(Err(refused.clone())), Probe::Dead(refused));
+        let silent = "reading the answer: Resource temporarily unavailable (os error 11)".to_string();
+        assert_eq!(judge_probe(Err(silent.clone())), Probe::Dead(silent));
+    }
 }

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use super::build::plan::select_services;
+use super::build::schedule::Controls;
 use super::build::{run_builds, Bases, ImageBuild};
 use crate::net::proxy;
 use crate::podman::images::presence;
@@ -56,7 +57,10 @@ pub fn build_all(
     services: &[String],
     force: bool,
     rebuild_base: bool,
+    controls: &Controls,
 ) -> Result<()> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let proxies = proxy::checked(&env)?;
     let mut needs = prereq::PODMAN.to_vec();
     needs.extend_from_slice(prereq::REGISTRY_FREE);
     if !runner.dry_run {
@@ -70,9 +74,8 @@ pub fn build_all(
     let builds: Vec<ImageBuild> = builds.into_iter().map(|b| with_dependencies(b, &deps)).collect();
     let bases = Bases::of(&builds)?;
     let builds = bases.record(builds, &presence(runner, &podman, &bases.all)?);
-    let env: BTreeMap<String, String> = std::env::vars().collect();
     let log_dir = ws.state.join("build").join(&stack.project.name);
-    run_builds(runner, &podman, &proxy::detect(&env), &stack.project.name, &log_dir, builds, force)?;
+    run_builds(runner, &podman, &proxies, &stack.project.name, &log_dir, builds, force, controls)?;
     for (name, svc) in &stack.services {
         if let Some(why) = svc.registry_free.as_ref().and_then(|r| r.unavailable.as_ref()) {
             if services.is_empty() || services.contains(name) {

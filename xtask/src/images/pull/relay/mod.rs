@@ -1,5 +1,6 @@
-//! The pull relay: a registry on loopback that stands between `podman pull` and a plain-HTTP
-//! registry (a mirror, or a registry on this host) for the length of one `cargo xtask pull`.
+//! The pull relay: a registry on loopback that stands between `podman pull` and a registry
+//! mirror (`http://` or `https://`) or a registry on this host (plain HTTP or TLS) for the
+//! length of one `cargo xtask pull`.
 //!
 //! Why it exists:
 //! - podman asks a registry four things one after the other (`/v2/`, the manifest, the config,
@@ -18,9 +19,15 @@
 //!   from the relay fails the pull like a wrong byte from the registry.
 //!
 //! Limits, chosen:
-//! - Plain-HTTP upstreams only. std has no TLS, and a TLS stack would cost more cold-build time
-//!   than this module is worth (docs/benchmarks.md). HTTPS registries are pulled by podman
-//!   directly, with the retries of `pull` (`retry.rs`).
+//! - TLS upstreams are fetched by curl, one process per request (`curl.rs`; why curl and not a
+//!   Rust TLS stack: docs/xtask.md, Dependencies). It trusts what podman trusts for that
+//!   registry (the system's CAs and its certs.d directory, `podman/certs.rs`), goes through
+//!   `HTTPS_PROXY` unless `NO_PROXY` says otherwise, and never skips verification: an upstream
+//!   whose certificate does not verify is left to podman ([`Relay::pull_directly`]). podman
+//!   talks plain HTTP to the relay on loopback, and still checks every digest.
+//! - HTTPS registries that are not mirrors (docker.io, ghcr.io, ...) are pulled by podman
+//!   directly, with the retries of `pull` (`retry.rs`): the relay answers `/v2/` itself, so
+//!   podman would not see their token challenge there.
 //! - Layers are fetched ahead only for images that are not here at all ([`Relay::expect`]): when
 //!   an image is refreshed, podman already has most of its layers and fetching them would waste
 //!   the bandwidth the relay is meant to save. The config is always fetched ahead (it is small).
@@ -35,9 +42,10 @@
 //! registry again.
 //!
 //! Files: `protocol.rs` (upstreams, podman's requests, what is asked again), `upstream.rs`
-//! (asking the registry, with retries), `answer.rs` (what podman gets back).
+//! (asking the registry, with retries), `curl.rs` (TLS), `answer.rs` (what podman gets back).
 
 mod answer;
+pub mod curl;
 mod protocol;
 mod upstream;
 
@@ -94,13 +102,15 @@ pub struct Relay {
 
 impl Relay {
     /// Listens on 127.0.0.1 (a free port) and serves until the process ends. `dir` holds the
-    /// blobs and must be the relay's own.
-    pub fn start(upstream: Upstream, dir: &Path, stop: Arc<AtomicBool>) -> Result<Relay> {
+    /// blobs and must be the relay's own; `cert_dir` is podman's certs.d directory for the
+    /// upstream, if it has one (trusted with the system's CAs when it speaks TLS).
+    pub fn start(upstream: Upstream, dir: &Path, stop: Arc<AtomicBool>, cert_dir: Option<&Path>) -> Result<Relay> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let trust = curl::Trust::prepare(dir, cert_dir)?;
         let listener = TcpListener::bind("127.0.0.1:0").context("pull relay: cannot listen on 127.0.0.1")?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
-            up: UpstreamState::new(upstream, stop, u64::from(port)),
+            up: UpstreamState::new(upstream, stop, u64::from(port), trust, dir),
             dir: dir.to_path_buf(),
             entries: Mutex::new(HashMap::new()),
             layers_ahead: Mutex::new(HashSet::new()),
@@ -151,9 +161,10 @@ impl Relay {
         self.shared.up.retries.lock().unwrap().get(name).cloned().unwrap_or_default()
     }
 
-    /// The registry turned out not to speak plain HTTP: pull from it directly.
-    pub fn upstream_not_plain_http(&self) -> bool {
-        self.shared.up.not_http.load(Ordering::SeqCst)
+    /// Why the relay cannot serve its upstream, if it cannot (it speaks neither plain HTTP
+    /// nor TLS, or its certificate does not verify): pull from it directly.
+    pub fn pull_directly(&self) -> Option<String> {
+        self.shared.up.direct.lock().unwrap().clone()
     }
 
     /// Removes the relay's files (blobs). Requests still running find them gone and fail.

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use crate::net::backoff::{exponential, parse_retry_after};
-use crate::net::http::split_authority;
+use crate::net::http::{authority, split_authority};
 
 /// Requests to the registry per podman request, the first one included.
 pub const TRIES: u32 = 5;
 
-/// Where the relay fetches from: a plain-HTTP registry and, for a mirror at `host:port/ns`, the
-/// namespace its repositories live under.
+/// Where the relay fetches from: a registry (plain HTTP, or TLS through curl) and, for a
+/// mirror at `host:port/ns`, the namespace its repositories live under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
     /// Without brackets for IPv6.
@@ -18,17 +18,35 @@ pub struct Upstream {
     pub port: u16,
     /// `""` or `ns/`.
     pub namespace: String,
+    /// Speaks TLS (an `https://` mirror). A plain-HTTP upstream that turns out to speak TLS
+    /// is switched over by the relay (upstream.rs).
+    pub tls: bool,
 }
 
 impl Upstream {
-    /// From a registries.conf `location` (`host[:port][/ns]`, no scheme); port 80 by default.
+    /// From a registries.conf `location` (`host[:port][/ns]`, no scheme), plain HTTP; port 80
+    /// by default.
     pub fn from_location(location: &str) -> Option<Upstream> {
+        Upstream::parse(location, false)
+    }
+
+    /// The same, for an upstream that speaks TLS; port 443 by default.
+    pub fn from_location_tls(location: &str) -> Option<Upstream> {
+        Upstream::parse(location, true)
+    }
+
+    fn parse(location: &str, tls: bool) -> Option<Upstream> {
         let (authority, ns) = match location.split_once('/') {
             Some((a, n)) => (a, format!("{}/", n.trim_matches('/'))),
             None => (location, String::new()),
         };
-        let (host, port) = split_authority(authority, 80).ok()?;
-        Some(Upstream { host, port, namespace: if ns == "/" { String::new() } else { ns } })
+        let (host, port) = split_authority(authority, if tls { 443 } else { 80 }).ok()?;
+        Some(Upstream { host, port, namespace: if ns == "/" { String::new() } else { ns }, tls })
+    }
+
+    /// `https://host:port<path>`, for curl.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", authority(&self.host, self.port))
     }
 
     /// `/v2/<namespace><name>/<kind>/<reference>`.
@@ -103,6 +121,10 @@ mod tests {
         let u = Upstream::from_location("[::1]:5000").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 5000));
         assert!(Upstream::from_location(":5000").is_none());
+        let u = Upstream::from_location_tls("mirror.example/hub").unwrap();
+        assert_eq!((u.port, u.tls, u.namespace.as_str()), (443, true, "hub/"));
+        assert_eq!(u.https_url("/v2/hub/a/blobs/x"), "https://mirror.example:443/v2/hub/a/blobs/x");
+        assert!(!Upstream::from_location("m:5000").unwrap().tls);
         assert!(Upstream::from_location("host:port").is_none());
     }
 

@@ -1,20 +1,26 @@
-//! Asking the registry: one request per [`fetch_once`], up to [`TRIES`] per podman request
-//! ([`fetch`]) with a short backoff, counting what had to be asked again. HTTP/1.0, so the
-//! answer's end is the connection's; a 200 with a file streams the body there (`.part`,
-//! renamed when complete). A registry that turns out to speak TLS is noticed once
-//! ([`speaks_tls`]) and reported, so `pull` goes to it directly.
+//! Asking the registry: one request per try, up to [`TRIES`] per podman request ([`fetch`])
+//! with a short backoff, counting what had to be asked again. Plain HTTP is ours
+//! ([`fetch_plain`], HTTP/1.0, so the answer's end is the connection's; a 200 with a file
+//! streams the body there, `.part` renamed when complete); TLS is curl's ([`fetch_tls`],
+//! `curl.rs`). A "plain-HTTP" registry that turns out to speak TLS is noticed once
+//! ([`speaks_tls`]) and fetched over TLS from then on; one that speaks neither, or whose
+//! certificate does not verify, is reported ([`UpstreamState::direct`]), so `pull` leaves it to
+//! podman.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::answer::{Answer, Body};
+use super::curl::{self, Trust};
 use super::protocol::{backoff, verdict, Upstream, Verdict, TRIES};
 use crate::net::backoff::Jitter;
 use crate::net::http::{self, authority, parse_response_head, read_head, HeadError};
+use crate::podman::registries_conf::is_loopback_registry;
+use crate::process::Runner;
 use crate::util::time::now_unix;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,31 +53,59 @@ pub struct UpstreamState {
     pub upstream: Upstream,
     pub stop: Arc<AtomicBool>,
     pub retries: Mutex<HashMap<String, Retries>>,
-    /// The upstream answered something that is not plain HTTP (TLS, most likely).
-    pub not_http: AtomicBool,
-    /// The upstream has given an HTTP answer: it speaks plain HTTP.
+    /// Why the relay cannot serve this upstream and podman should pull it directly: it speaks
+    /// neither plain HTTP nor TLS, or its certificate does not verify.
+    pub direct: Mutex<Option<String>>,
+    /// Fetched over TLS (curl): an `https://` upstream, or a plain one found to speak TLS.
+    tls: AtomicBool,
+    /// The upstream has given an HTTP answer over the current transport.
     answered: AtomicBool,
-    /// The TLS question ([`speaks_tls`]) has been asked.
-    tls_asked: AtomicBool,
+    /// The answer to the TLS question ([`speaks_tls`]), asked once; requests that fail while
+    /// it is being asked wait for it.
+    tls_probe: Mutex<Option<bool>>,
     jitter: Mutex<Jitter>,
+    /// For TLS: the CAs and client certificate, curl's runner, where its files go.
+    trust: Trust,
+    runner: Runner,
+    work: PathBuf,
+    files: AtomicU64,
 }
 
 impl UpstreamState {
-    pub fn new(upstream: Upstream, stop: Arc<AtomicBool>, salt: u64) -> UpstreamState {
+    pub fn new(upstream: Upstream, stop: Arc<AtomicBool>, salt: u64, trust: Trust, work: &Path) -> UpstreamState {
         UpstreamState {
+            tls: AtomicBool::new(upstream.tls),
             upstream,
             stop,
             retries: Mutex::new(HashMap::new()),
-            not_http: AtomicBool::new(false),
+            direct: Mutex::new(None),
             answered: AtomicBool::new(false),
-            tls_asked: AtomicBool::new(false),
+            tls_probe: Mutex::new(None),
             jitter: Mutex::new(Jitter::seeded(salt)),
+            trust,
+            runner: Runner::new(false),
+            work: work.to_path_buf(),
+            files: AtomicU64::new(0),
         }
     }
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
+
+    fn go_direct(&self, why: String) {
+        self.direct.lock().unwrap().get_or_insert(why);
+    }
+}
+
+/// How one request failed.
+enum Failed {
+    /// Worth asking again.
+    Again(String),
+    /// The upstream does not speak plain HTTP (a TLS server, most likely).
+    NotHttp(String),
+    /// The relay cannot serve it, for this reason: podman pulls it directly.
+    Direct(String),
 }
 
 /// Asks the registry up to [`TRIES`] times; the last answer (or failure) is podman's.
@@ -84,32 +118,52 @@ pub fn fetch(
     file: Option<&Path>,
 ) -> Answer {
     let mut last = Answer::failure("no request made");
-    for try_ in 1..=TRIES {
+    let mut try_ = 0;
+    while try_ < TRIES {
+        try_ += 1;
         if s.stopped() {
             return Answer::failure("interrupted");
         }
-        let (why, wait) = match fetch_once(s, path, headers, file) {
-            Ok(answer) => match verdict(answer.status, answer.header("retry-after"), now_unix()) {
-                Verdict::Final => return answer,
-                Verdict::Retry(Some(after)) if after > MAX_RETRY_AFTER => return answer,
-                Verdict::Retry(after) => {
-                    let why = format!("{} {}", answer.status, answer.reason);
-                    last = answer;
-                    (why, after)
+        let tls = s.tls.load(Ordering::SeqCst);
+        let result = if tls { fetch_tls(s, path, headers, file) } else { fetch_plain(s, path, headers, file) };
+        let (why, wait) = match result {
+            Ok(answer) => {
+                s.answered.store(true, Ordering::SeqCst);
+                match verdict(answer.status, answer.header("retry-after"), now_unix()) {
+                    Verdict::Final => return answer,
+                    Verdict::Retry(Some(after)) if after > MAX_RETRY_AFTER => return answer,
+                    Verdict::Retry(after) => {
+                        let why = format!("{} {}", answer.status, answer.reason);
+                        last = answer;
+                        (why, after)
+                    }
                 }
-            },
-            Err(e) => {
+            }
+            Err(Failed::Direct(why)) => {
+                let answer = Answer::failure(&format!("{what}: {why}"));
+                s.go_direct(why);
+                return answer;
+            }
+            Err(failed) => {
+                let not_http = matches!(failed, Failed::NotHttp(_));
+                let (Failed::Again(e) | Failed::NotHttp(e) | Failed::Direct(e)) = failed;
                 last = Answer::failure(&format!("{what}: {e}"));
-                // A TLS server closes on a plain request without a word (OpenSSL does): before
-                // any HTTP answer, ask once whether it speaks TLS instead.
-                if !s.answered.load(Ordering::SeqCst)
-                    && !s.tls_asked.swap(true, Ordering::SeqCst)
-                    && speaks_tls(&s.upstream)
-                {
-                    s.not_http.store(true, Ordering::SeqCst);
+                // A TLS server closes on a plain request without a word (OpenSSL does) or
+                // answers 400 (Go, nginx): before any HTTP answer, ask once whether it speaks
+                // TLS, and if so ask again over TLS at once (this try does not count).
+                if !tls && !s.answered.load(Ordering::SeqCst) {
+                    let speaks = *s.tls_probe.lock().unwrap().get_or_insert_with(|| speaks_tls(&s.upstream));
+                    if speaks {
+                        s.tls.store(true, Ordering::SeqCst);
+                        try_ -= 1;
+                        continue;
+                    }
                 }
-                if s.not_http.load(Ordering::SeqCst) {
-                    return last; // asking again will not make it speak HTTP
+                if not_http {
+                    s.go_direct("it does not answer plain HTTP".into());
+                }
+                if s.direct.lock().unwrap().is_some() {
+                    return last; // asking again will not help
                 }
                 (e, None)
             }
@@ -135,69 +189,154 @@ pub fn fetch(
     last
 }
 
-/// One request to the registry.
-fn fetch_once(
+/// The headers podman needs from an answer.
+fn passed_back(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers.iter().filter(|(k, _)| PASSED_BACK.contains(&k.to_ascii_lowercase().as_str())).cloned().collect()
+}
+
+fn cut_message(got: u64, length: Option<u64>) -> Option<String> {
+    length.filter(|&want| want != got).map(|want| format!("answer cut at {got} of {want} bytes"))
+}
+
+/// Go's and nginx's answers to plain HTTP on a TLS port.
+fn is_tls_port_answer(status: u16, body: &[u8]) -> bool {
+    status == 400 && String::from_utf8_lossy(body).contains("HTTPS")
+}
+
+/// One plain-HTTP request to the registry.
+fn fetch_plain(
     s: &UpstreamState,
     path: &str,
     headers: &[(String, String)],
     file: Option<&Path>,
-) -> Result<Answer, String> {
+) -> Result<Answer, Failed> {
     let up = &s.upstream;
-    let mut conn = http::connect(&up.host, up.port, CONNECT_TIMEOUT).map_err(|e| format!("{e:#}"))?;
-    conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
-    conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    let again = Failed::Again;
+    let mut conn = http::connect(&up.host, up.port, CONNECT_TIMEOUT).map_err(|e| again(format!("{e:#}")))?;
+    conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| again(e.to_string()))?;
+    conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| again(e.to_string()))?;
     let mut req =
         format!("GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: v7-xtask-pull-relay\r\n", authority(&up.host, up.port));
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    conn.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
+    conn.write_all(req.as_bytes()).map_err(|e| again(format!("sending the request: {e}")))?;
     let mut reader = BufReader::with_capacity(64 << 10, conn);
-    let raw = read_head(&mut reader).map_err(|e| format!("reading the answer: {e}"))?;
+    let raw = read_head(&mut reader).map_err(|e| again(format!("reading the answer: {e}")))?;
     let head = match parse_response_head(&raw) {
         Ok(h) => h,
-        Err(HeadError::NotHttp) => {
-            s.not_http.store(true, Ordering::SeqCst);
-            return Err("the registry does not answer plain HTTP".into());
-        }
-        Err(e) => return Err(format!("reading the answer: {e}")),
+        Err(HeadError::NotHttp) => return Err(Failed::NotHttp("the registry does not answer plain HTTP".into())),
+        Err(e) => return Err(again(format!("reading the answer: {e}"))),
     };
-    s.answered.store(true, Ordering::SeqCst);
     let length: Option<u64> = http::header(&head.headers, "content-length").and_then(|v| v.trim().parse().ok());
-    let passed: Vec<(String, String)> =
-        head.headers.iter().filter(|(k, _)| PASSED_BACK.contains(&k.to_ascii_lowercase().as_str())).cloned().collect();
-    let cut = |got: u64| length.filter(|&want| want != got).map(|want| format!("answer cut at {got} of {want} bytes"));
+    let passed = passed_back(&head.headers);
     let body = match file {
         Some(file) if head.status == 200 => {
             let part = file.with_extension("part");
-            let mut out = std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+            let mut out = std::fs::File::create(&part).map_err(|e| again(format!("{}: {e}", part.display())))?;
             let mut got = 0u64;
             let mut buf = vec![0u8; 64 << 10];
             loop {
                 if s.stopped() {
-                    return Err("interrupted".into());
+                    return Err(again("interrupted".into()));
                 }
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
-                    Err(e) => return Err(format!("answer cut at {got} bytes: {e}")),
+                    Err(e) => return Err(again(format!("answer cut at {got} bytes: {e}"))),
                 };
-                out.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", part.display()))?;
+                out.write_all(&buf[..n]).map_err(|e| again(format!("{}: {e}", part.display())))?;
                 got += n as u64;
             }
-            if let Some(why) = cut(got) {
-                return Err(why);
+            if let Some(why) = cut_message(got, length) {
+                return Err(again(why));
             }
-            std::fs::rename(&part, file).map_err(|e| format!("{}: {e}", file.display()))?;
+            std::fs::rename(&part, file).map_err(|e| again(format!("{}: {e}", file.display())))?;
             Body::File(file.to_path_buf(), got)
         }
         _ => {
-            let data = http::read_body(&mut reader, &head.headers, MAX_SMALL_BODY).map_err(|e| format!("{e:#}"))?;
-            // Go's and nginx's answers to plain HTTP on a TLS port.
-            if head.status == 400 && String::from_utf8_lossy(&data).contains("HTTPS") {
-                s.not_http.store(true, Ordering::SeqCst);
+            let data =
+                http::read_body(&mut reader, &head.headers, MAX_SMALL_BODY).map_err(|e| again(format!("{e:#}")))?;
+            if is_tls_port_answer(head.status, &data) {
+                return Err(Failed::NotHttp(format!("the registry answered {} to plain HTTP", head.status)));
             }
+            Body::Bytes(data)
+        }
+    };
+    Ok(Answer { status: head.status, reason: head.reason, headers: passed, body })
+}
+
+/// One request over TLS, by curl (`curl.rs`): the head and body land in files of the relay's
+/// directory; a 200 with a file becomes that file, anything else is read into memory.
+fn fetch_tls(
+    s: &UpstreamState,
+    path: &str,
+    headers: &[(String, String)],
+    file: Option<&Path>,
+) -> Result<Answer, Failed> {
+    let up = &s.upstream;
+    let n = s.files.fetch_add(1, Ordering::SeqCst);
+    let head_out = s.work.join(format!("tls-{n}.head"));
+    let body_out = s.work.join(format!("tls-{n}.body"));
+    let req = curl::Request {
+        method: "GET",
+        url: up.https_url(path),
+        headers,
+        no_proxy: is_loopback_registry(&authority(&up.host, up.port)),
+        connect_secs: CONNECT_TIMEOUT.as_secs(),
+        max_secs: None,
+        head_out: &head_out,
+        body_out: &body_out,
+    };
+    let ran = curl::run(&s.runner, &s.work, &req, &s.trust, &s.stop);
+    let raw = std::fs::read(&head_out).unwrap_or_default();
+    let _ = std::fs::remove_file(&head_out);
+    let cleanup = || {
+        let _ = std::fs::remove_file(&body_out);
+    };
+    let got = std::fs::metadata(&body_out).map(|m| m.len()).unwrap_or(0);
+    let head = parse_response_head(&raw).ok();
+    let length =
+        head.as_ref().and_then(|h| http::header(&h.headers, "content-length")).and_then(|v| v.trim().parse().ok());
+    match ran {
+        Ok(()) => {}
+        Err(curl::Failure::Untrusted(e)) => {
+            cleanup();
+            return Err(Failed::Direct(format!("the relay cannot verify its certificate ({e})")));
+        }
+        Err(curl::Failure::Missing(e)) => {
+            cleanup();
+            return Err(Failed::Direct(format!("the relay needs curl for TLS: {e}; apt-get install curl")));
+        }
+        Err(curl::Failure::Cut(e)) => {
+            cleanup();
+            return Err(Failed::Again(cut_message(got, length).unwrap_or(e)));
+        }
+        Err(curl::Failure::Again(e)) => {
+            cleanup();
+            // A reset after the head: the answer was cut.
+            return Err(Failed::Again(cut_message(got, length).filter(|_| got > 0).unwrap_or(e)));
+        }
+    }
+    let Some(head) = head else {
+        cleanup();
+        return Err(Failed::Again("reading the answer: no HTTP head from curl".into()));
+    };
+    if let Some(why) = cut_message(got, length) {
+        cleanup();
+        return Err(Failed::Again(why));
+    }
+    let passed = passed_back(&head.headers);
+    let body = match file {
+        Some(file) if head.status == 200 => {
+            std::fs::rename(&body_out, file).map_err(|e| Failed::Again(format!("{}: {e}", file.display())))?;
+            Body::File(file.to_path_buf(), got)
+        }
+        _ => {
+            let data =
+                if got as usize > MAX_SMALL_BODY { Vec::new() } else { std::fs::read(&body_out).unwrap_or_default() };
+            cleanup();
             Body::Bytes(data)
         }
     };
