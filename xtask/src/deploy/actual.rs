@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 
 use crate::podman::Podman;
 use crate::process::Runner;
-use crate::stack::names::{ASPECTS_LABEL, FINGERPRINT_LABEL, SERVICE_LABEL};
+use crate::stack::names::{ASPECTS_LABEL, COMPOSE_PROJECT_LABEL, FINGERPRINT_LABEL, KUBE_PROJECT_LABEL, SERVICE_LABEL};
 use crate::stack::Stack;
 use crate::util::json::{self, JsonValue, Read};
 
@@ -24,6 +24,8 @@ pub struct Container {
     pub image: String,
     pub fingerprint: String,
     pub aspects: String,
+    /// Carries an export's label (`v7.compose.project`, `v7.kube.project`): not deploy's.
+    pub export_made: bool,
     /// `host_ip:host_port` of every published port.
     pub ports: Vec<(String, u16)>,
     /// Unix seconds.
@@ -36,13 +38,14 @@ impl Container {
     }
 }
 
-/// Every container deploy made for the project: the project's label AND a service label.
+/// Every container deploy made for the project: the project's label, a service label, and no
+/// export's label.
 ///
 /// The project label alone is not enough: podman copies an image's labels onto the containers
 /// made from it, and every image the xtask builds carries `v7.project`, so a container that
-/// podman-compose or `podman kube play` starts from the project's images carries it too. Only
-/// deploy sets `v7.service`; the exports label theirs `v7.compose.*` / `v7.kube.*`, so `down`,
-/// `status` and deploy's clean-up never touch them.
+/// podman-compose or `podman kube play` starts from the project's images carries it too. The
+/// exports label theirs `v7.compose.project` / `v7.kube.project` (the compose export also sets
+/// `v7.service`), so `down`, `status` and deploy's clean-up never touch them.
 pub fn containers(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<Vec<Container>> {
     let filter = format!("label={}", stack.project_label());
     let out = runner.query(&podman.cmd().args(["ps", "-a", "--filter", &filter, "--format", "json"]))?;
@@ -51,7 +54,7 @@ pub fn containers(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<Vec
 
 /// The containers of `all` that deploy made (see [`containers`]).
 pub fn deploys_own(all: Vec<Container>) -> Vec<Container> {
-    all.into_iter().filter(|c| !c.service.is_empty()).collect()
+    all.into_iter().filter(|c| !c.service.is_empty() && !c.export_made).collect()
 }
 
 /// The containers in `podman ps -a --format json` output (podman 4.x field names).
@@ -87,6 +90,7 @@ pub fn parse(text: &str) -> Result<Vec<Container>> {
             image: text(c, "Image"),
             fingerprint: label(c, FINGERPRINT_LABEL),
             aspects: label(c, ASPECTS_LABEL),
+            export_made: !label(c, COMPOSE_PROJECT_LABEL).is_empty() || !label(c, KUBE_PROJECT_LABEL).is_empty(),
             ports,
             started_at: c.field("StartedAt").and_then(Read::number).unwrap_or(0.0).max(0.0) as u64,
         });
@@ -125,7 +129,7 @@ mod tests {
         // kube play / podman-compose containers inherit `v7.project` from the image's labels.
         let text = r#"[{"Id":"1","Names":["v7-backend"],"Labels":{"v7.project":"v7","v7.service":"backend"}},
             {"Id":"2","Names":["backend-backend"],"Labels":{"v7.project":"v7","v7.kube.project":"v7"}},
-            {"Id":"3","Names":["v7_compose-nats"],"Labels":{"v7.project":"v7","v7.compose.project":"v7_compose"}}]"#;
+            {"Id":"3","Names":["v7_compose-nats"],"Labels":{"v7.project":"v7","v7.compose.project":"v7_compose","v7.service":"nats"}}]"#;
         let own: Vec<String> = deploys_own(parse(text).unwrap()).into_iter().map(|c| c.name).collect();
         assert_eq!(own, ["v7-backend"]);
     }

@@ -55,7 +55,7 @@ pub const OFFLINE_FILE: &str = "compose.offline.yaml";
 
 /// On every object of the compose project: `v7.compose.project=<project>_compose`. Not
 /// `v7.project`, so that `down` and `status` never take a compose object for a deployed one.
-pub const COMPOSE_PROJECT_LABEL: &str = "v7.compose.project";
+pub use crate::stack::names::COMPOSE_PROJECT_LABEL;
 
 /// The compose project's name: `<project>_compose` (`v7_compose`).
 pub fn project_name(stack: &Stack) -> String {

@@ -325,9 +325,16 @@ mod tests {
         // The shell ignores SIGINT (as podman's RUN step would outlive it): SIGKILL follows.
         let sh = Cmd::new("sh").args(["-c", "trap '' INT; sleep 30 & sleep 30; wait"]);
         let running = Runner::new(false).start_logged(&sh, &log).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
         let pid = running.handle.pids()[0];
-        let kids = descendants(pid);
+        // Until the shell has started both (bounded generously: a loaded machine is slow to fork).
+        let mut kids = descendants(pid);
+        for _ in 0..200 {
+            if kids.len() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            kids = descendants(pid);
+        }
         assert_eq!(kids.len(), 2, "two sleeps below the shell: {kids:?}");
         running.interrupt(Duration::from_millis(300));
         assert!(running.try_wait().unwrap().is_some(), "the shell ended");

@@ -21,6 +21,12 @@ pub const ASPECTS_LABEL: &str = "v7.fingerprint.aspects";
 pub const INPUTS_LABEL: &str = "v7.inputs";
 /// On registry-free images: `v7.mode=registry-free`.
 pub const MODE_LABEL: &str = "v7.mode";
+/// On every object of the compose export (`export/compose.rs`): its compose project. podman
+/// copies an image's labels onto its containers, so those carry `v7.project` too; this label
+/// tells deploy they are not its own.
+pub const COMPOSE_PROJECT_LABEL: &str = "v7.compose.project";
+/// On every object of the kube export's podman target (`export/kube/`), for the same reason.
+pub const KUBE_PROJECT_LABEL: &str = "v7.kube.project";
 
 impl Stack {
     pub fn container_name(&self, service: &str) -> String {

@@ -13,7 +13,7 @@ use crate::stack::{parse_duration, Stack};
 /// The podman target's labels: not deploy's `v7.project`/`v7.service`, which podman copies onto
 /// the pods, containers and volumes `kube play` makes (measured), and by which `cargo xtask
 /// deploy` and `down` find their own objects: they would take the played ones for theirs.
-pub const PODMAN_PROJECT_LABEL: &str = "v7.kube.project";
+pub use crate::stack::names::KUBE_PROJECT_LABEL as PODMAN_PROJECT_LABEL;
 pub const PODMAN_SERVICE_LABEL: &str = "v7.kube.service";
 
 pub fn podman_labels(stack: &Stack, service: Option<&str>) -> Node {
