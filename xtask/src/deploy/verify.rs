@@ -137,15 +137,21 @@ fn post_event(web: &str, kind: &str, value: f64) -> Result<http::Response> {
 }
 
 /// Waits until `/api/stats` counts `want` events of `kind`.
+/// Polls `/api/stats` until `kind` counts `want`. An answer that is not there yet (a timeout, a
+/// 5xx) counts as "not yet": right after analytics-engine restarted, backend's channel to it
+/// reconnects, and a GetStats may wait up to its 10 s deadline. Only the bound makes it fail,
+/// with the last count or error.
 fn wait_count(web: &str, kind: &str, want: u64) -> Result<()> {
     let start = Instant::now();
+    let bound = Duration::from_secs(60);
     loop {
-        let now = count_of(web, kind)?;
-        if now >= want {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("GET /api/stats?kind={kind} counts {now} after 30 s (expected {want})");
+        let last = match count_of(web, kind) {
+            Ok(now) if now >= want => return Ok(()),
+            Ok(now) => format!("counts {now}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() > bound {
+            bail!("GET /api/stats?kind={kind}: expected a count of {want} within {} s; last: {last}", bound.as_secs());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -343,8 +349,12 @@ pub fn count_in(stats: &JsonValue, kind: &str) -> Result<u64> {
     }
 }
 
+/// Longer than backend's 10 s deadline for its GetStats call, so a slow answer is seen as
+/// backend's answer (a 503 naming the cause), not as a timeout of our own.
+const STATS_TIMEOUT: Duration = Duration::from_secs(15);
+
 fn count_of(web: &str, kind: &str) -> Result<u64> {
-    let r = http::get(&format!("{web}/api/stats?kind={kind}"), Duration::from_secs(5))?;
+    let r = http::get(&format!("{web}/api/stats?kind={kind}"), STATS_TIMEOUT)?;
     if r.status != 200 {
         bail!("GET {web}/api/stats answered {}: {}", r.status, r.text());
     }
