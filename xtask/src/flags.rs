@@ -39,7 +39,7 @@ xflags::xflags! {
             repeated --registry-mirror url: String
             /// Pull these images instead of the ones the stack needs; repeat for more.
             repeated --image reference: String
-            /// Let podman talk to plain-HTTP registries directly, without the loopback relay
+            /// Let podman talk to every registry and mirror directly, without the loopback relay
             /// that fetches ahead and retries single requests (xtask/src/images/pull/relay).
             optional --no-relay
             /// Print the result as JSON on stdout (the live display goes to stderr).

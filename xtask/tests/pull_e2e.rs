@@ -5,7 +5,7 @@
 //! registry it started) and is removed on drop, even when the test fails.
 //!
 //! By default podman pulls through the xtask's loopback relay (xtask/src/images/pull/relay),
-//! which retries single requests; `--no-relay` is the path other HTTPS registries take (podman
+//! which retries single requests; `--no-relay` is the direct path (podman
 //! talks to the registry, the xtask retries whole pulls). Most faults are tested on both paths,
 //! and the fault tests run twice ([`over_both`]): against a plain-HTTP registry and proxy, and
 //! against a TLS registry and a TLS proxy whose certificates come from a CA the test makes,
@@ -85,7 +85,7 @@ fn transient_503_is_retried_then_succeeds_and_status_shows_it(transport: Transpo
     assert!(ok, "{err}");
     assert_eq!(image_number(&out, &direct, "attempts"), Some(3.0), "{out}");
     assert_eq!(image_number(&out, &direct, "request_retries"), Some(0.0), "{out}");
-    assert!(err.contains("retry 2/3"), "{err}");
+    assert!(err.contains("retry 2/4"), "{err}");
     assert!(image_exists(&direct));
     assert_eq!(s.proxy.count("status=503"), 4);
 }
@@ -161,7 +161,7 @@ fn rate_limit_429_waits_for_retry_after(transport: Transport) {
     );
     let (ok, out, err, _) = s.xtask.run(&["pull", "--no-relay", "--json", "--image", &direct]);
     assert!(ok, "{err}");
-    assert!(err.contains("retry 2/3") && err.contains("in 2 s"), "{err}");
+    assert!(err.contains("retry 2/4") && err.contains("in 2 s"), "{err}");
     let (n, head) = s.proxy.find("method=HEAD&status=429");
     assert_eq!(n, 1, "{}", s.proxy.log());
     let head = head.unwrap();
@@ -558,4 +558,75 @@ fn an_https_mirror_is_reached_through_an_authenticated_connect_proxy() {
     assert!(ok, "{err}");
     assert_eq!(image_string(&out, &bypass, "source").as_deref(), Some(format!("mirror https://{named}").as_str()));
     assert_eq!(tinyproxy.connects_to(&named), before, "NO_PROXY was not honoured");
+}
+
+/// HTTPS_PROXY with a wrong password: the proxy answers the CONNECT with 401/407, which is no
+/// reason to ask again. The mirror is skipped at once, naming the proxy's credentials as the
+/// cause, and the password is printed nowhere.
+#[test]
+fn a_proxy_that_refuses_the_password_is_named_and_not_asked_again() {
+    const WRONG: &str = "v7test-wrong-proxy-secret";
+    let mut s = Setup::over(Transport::Https, &[("badproxy", 1)]);
+    let mirror = s.mirror();
+    let named = format!("0.0.0.0:{}", mirror.port);
+    s.xtask.trust(s.ca.as_deref().unwrap(), std::slice::from_ref(&named));
+    let tinyproxy = ConnectProxy::start("v7user", "v7test-right-proxy-secret");
+    let proxy_url = format!("http://v7user:{WRONG}@127.0.0.1:{}", tinyproxy.port);
+    let spec = format!("{}=https://{named}", s.proxy.addr());
+    let image = s.via_proxy("badproxy");
+    let args = ["pull", "--json", "--registry-mirror", &spec, "--image", &image];
+    let mut cmd = s.xtask.command(&args);
+    cmd.env("HTTPS_PROXY", &proxy_url).env("https_proxy", &proxy_url).env_remove("NO_PROXY").env_remove("no_proxy");
+    let out = cmd.output().unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    eprintln!("--- xtask {args:?} ({})\n{e}\n{o}", out.status);
+    assert!(!o.contains(WRONG) && !e.contains(WRONG), "the proxy password was printed");
+    // The mirror is skipped at once, saying why; the image comes from the origin (on loopback,
+    // which is never proxied).
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("the proxy refused the credentials in HTTPS_PROXY: fix its user or password"), "{e}");
+    assert!(!e.contains("probes)"), "a refused proxy login is not probed again: {e}");
+    assert_eq!(image_string(&o, &image, "source").as_deref(), Some(s.proxy.addr().as_str()), "{o}");
+    assert_eq!(mirror.count("path=/v2/"), 0, "nothing reached the mirror: {}", mirror.log());
+}
+
+/// A registry that hands out tokens, as docker.io and ghcr.io do: docker-registry over TLS with
+/// `auth.token`, its token service a stand-in (support/tokenserver.py). The relay passes the
+/// registry's own `/v2/` challenge on, podman gets its token and pulls through the relay, and the
+/// relay's per-request retries (with podman's token) carry the pull over a 503 on `/v2/`, a 503
+/// on the manifest and a reset blob, in one attempt.
+#[test]
+fn a_registry_that_hands_out_tokens_is_pulled_through_the_relay() {
+    let ca = std::sync::Arc::new(support::tls::TestCa::new("token"));
+    let tokens = TokenServer::start(&ca);
+    let registry = Registry::start_with_auth(Some(ca.clone()), &tokens.auth_config("v7test-registry"));
+    push_image(&registry, "tok", "1", 1);
+    let proxy = Proxy::start(&registry);
+    let x = Xtask::new(&[]);
+    x.trust(&ca, &[proxy.addr(), registry.addr()]);
+    let image = format!("{}/v7test-pull/tok:1", proxy.addr());
+    let mut images = Images::default();
+    images.add(&image);
+
+    proxy.faults(
+        r#"{"rules": [
+            {"path": "^/v2/$", "action": "status", "status": 503, "times": 1},
+            {"path": "/tok/manifests/", "action": "status", "status": 503, "times": 1},
+            {"path": "/tok/blobs/", "action": "reset", "times": 1}
+        ]}"#,
+    );
+    let before = tokens.issued();
+    let (ok, out, err, _) = x.run(&["pull", "--json", "--image", &image, "--attempts", "1"]);
+    assert!(ok, "{err}");
+    assert!(tokens.issued() > before, "podman asked for a token: the challenge reached it");
+    assert_eq!(image_number(&out, &image, "attempts"), Some(1.0), "the relay's retries, not the pull's: {out}");
+    assert!(
+        image_number(&out, &image, "request_retries").unwrap_or(0.0) >= 2.0,
+        "manifest and blob asked again: {out}"
+    );
+    assert_eq!(proxy.count("path=^/v2/$&status=503"), 1, "{}", proxy.log());
+    assert_eq!(proxy.count("path=^/v2/$&status=401"), 1, "the challenge was asked once and kept: {}", proxy.log());
+    assert!(proxy.count("path=/tok/manifests/&status=200") >= 1, "an authorized manifest request: {}", proxy.log());
+    assert_eq!(proxy.count("path=/tok/blobs/&fault=reset"), 1, "{}", proxy.log());
+    assert!(image_exists(&image));
 }

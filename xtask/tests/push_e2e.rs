@@ -17,7 +17,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::registry::Registry;
+use support::registry::{Proxy, Registry};
 use support::tls::TestCa;
 use support::{podman, unique, Images, TempDir};
 
@@ -213,5 +213,64 @@ fn push_publishes_every_image_and_tag_over_tls_with_a_login_that_stays_secret() 
         assert_eq!(d.len(), 3, "{svc}: {pushed:?}");
         assert!(d.iter().all(|x| *x == d[0]), "{svc}: every tag is the same image: {d:?}");
     }
+    images.remove_now();
+}
+
+/// Push through the fault proxy (TLS on both sides) in front of the same registry: a registry
+/// that answers 503 to two manifest uploads and resets one blob upload gets the image anyway,
+/// after the xtask's own retries with backoff; one that keeps answering 503 is given up after
+/// `--attempts`, with the hint that it kept failing.
+#[test]
+fn push_retries_a_registry_having_bad_moments_and_gives_up_on_one_that_keeps_failing() {
+    let registry = TlsRegistry::start();
+    let proxy = Proxy::start(&registry.registry);
+    let ca = registry.registry.tls.clone().expect("a TLS registry");
+    ca.certs_d(&registry.dir.path().join("certs.d"), &[proxy.addr()]);
+    let certs = registry.dir.path().join("certs.d").join(proxy.addr());
+    let certs = certs.to_str().unwrap();
+    let state = TempDir::new("push-state");
+    let mut images = Images::default();
+    let stack = test_images(&mut images, &state);
+    let x = Xtask { state, stack };
+    let prefix = format!("{}/v7test", proxy.addr());
+
+    proxy.faults(
+        r#"{"rules": [
+            {"path": "/manifests/", "method": "PUT", "times": 2, "action": "status", "status": 503},
+            {"path": "/blobs/uploads/", "method": "POST", "times": 1, "action": "reset"}
+        ]}"#,
+    );
+    let args = ["push", "backend", "--registry", &prefix, "--cert-dir", certs, "--tag", "e2e-retry", "--attempts", "3"];
+    let out = x.run(&args, Some((USER, PASSWORD)));
+    let all = text(&out);
+    assert!(out.status.success(), "three attempts must outlast two 503s and a reset:\n{all}");
+    assert_eq!(proxy.count("method=PUT&path=/manifests/&status=503"), 2, "{}", proxy.log());
+    assert_eq!(proxy.count("method=POST&path=/blobs/uploads/&fault=reset"), 1, "{}", proxy.log());
+    assert!(all.contains("attempt 2 of 3") && all.contains("attempt 3 of 3"), "the retries are reported:\n{all}");
+    assert!(!all.contains(PASSWORD), "the password was printed:\n{all}");
+    let pushed: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("pushed "))
+        .filter_map(|l| l.split_once(" ("))
+        .map(|(r, d)| (r.to_string(), d.trim_end_matches(')').to_string()))
+        .collect();
+    assert!(pushed.len() >= 2, "latest and e2e-retry at least:\n{all}");
+    for (reference, digest) in &pushed {
+        let direct = reference.replacen(&proxy.addr(), &registry.addr(), 1);
+        assert_eq!(&registry.digest(&direct), digest, "{reference}: the registry serves another manifest");
+    }
+
+    // A registry that keeps failing: given up after --attempts, saying so.
+    proxy.faults(
+        r#"{"rules": [{"path": "/manifests/", "method": "PUT", "times": -1, "action": "status", "status": 503}]}"#,
+    );
+    proxy.clear_log();
+    let args = ["push", "backend", "--registry", &prefix, "--cert-dir", certs, "--tag", "e2e-down", "--attempts", "2"];
+    let out = x.run(&args, Some((USER, PASSWORD)));
+    let all = text(&out);
+    assert!(!out.status.success(), "a registry that keeps answering 503 must fail the push:\n{all}");
+    assert!(all.contains("failed after 2 attempt(s)") && all.contains("the registry kept failing"), "{all}");
+    assert_eq!(proxy.count("method=PUT&path=/manifests/&status=503"), 2, "one manifest upload per attempt");
+    assert_eq!(x.auth_dirs_left(), Vec::<String>::new(), "the auth file must be removed");
     images.remove_now();
 }

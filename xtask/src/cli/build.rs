@@ -25,12 +25,6 @@ impl flags::Build {
         if self.rebuild_base && mode == Mode::Registry {
             bail!("--rebuild-base only applies with --registry-free (the registry-free base image)");
         }
-        if self.mirror.is_some() && mode == Mode::RegistryFree {
-            bail!(
-                "--mirror rewrites the production Dockerfiles; registry-free builds fetch their dependencies on the \
-                 host; hint: drop --mirror or --registry-free"
-            );
-        }
         let spec = self.mirror.as_deref().map(mirror_spec::parse).transpose()?;
         let stack = Stack::load(ws)?;
         let measure = || mirrors::auto(&stack, Duration::from_secs(3));

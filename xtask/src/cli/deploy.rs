@@ -11,6 +11,7 @@ use crate::images;
 use crate::podman::{prereq, Podman};
 use crate::process::Runner;
 use crate::stack::{mode, Stack};
+use crate::util::github;
 use crate::util::workspace::Workspace;
 
 impl flags::Deploy {
@@ -29,16 +30,18 @@ impl flags::Deploy {
         }
         let podman = Podman::prepare(ws)?;
         if !self.no_build {
-            let missing = images::missing(&runner, &podman, &stack, mode)?;
-            if missing > 0 {
-                preflight::disk(&runner, &podman, missing)?;
-            }
-            images::ensure(ws, &runner, &stack, mode)?;
+            github::group("deploy: images", || -> Result<()> {
+                let missing = images::missing(&runner, &podman, &stack, mode)?;
+                if missing > 0 {
+                    preflight::disk(&runner, &podman, missing)?;
+                }
+                images::ensure(ws, &runner, &stack, mode)
+            })?;
         }
         let opts = deploy::Options {
             timeout: Duration::from_secs(self.timeout.unwrap_or(120)),
             force_recreate: self.force_recreate,
         };
-        deploy::deploy(ws, &runner, &podman, &stack, mode, &opts)
+        github::group("deploy", || deploy::deploy(ws, &runner, &podman, &stack, mode, &opts))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::flags;
 use crate::net::proxy;
@@ -46,8 +46,18 @@ impl flags::Doctor {
         println!("podman reports OCI runtime: {}", runtime.trim());
 
         let env: BTreeMap<String, String> = std::env::vars().collect();
+        // The same check as build's: a malformed variable is named here, not first by a build.
+        let proxy_errors = proxy::validate(&env);
+        for e in &proxy_errors {
+            println!("proxy variable unusable: {e}");
+        }
         let proxies = proxy::detect(&env);
-        if proxies.is_empty() {
+        for w in proxies.warnings() {
+            println!("warning: {w}");
+        }
+        if !proxy_errors.is_empty() {
+            // Named above; what the tools would misread is not shown as if it were in use.
+        } else if proxies.is_empty() {
             println!("proxies: none (http_proxy, https_proxy, all_proxy unset)");
         } else {
             for (k, v) in proxies.env().iter().filter(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) {
@@ -83,6 +93,12 @@ impl flags::Doctor {
                 }
             }
             Err(e) => println!("{}: {e:#}", ws.stack_file),
+        }
+        if !proxy_errors.is_empty() {
+            bail!(
+                "{} proxy variable(s) cannot be used (above): builds refuse them; fix or unset each",
+                proxy_errors.len()
+            );
         }
         Ok(())
     }

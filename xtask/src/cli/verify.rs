@@ -28,6 +28,7 @@ use crate::flags;
 use crate::podman::Podman;
 use crate::process::Runner;
 use crate::stack::Stack;
+use crate::util::github;
 use crate::util::workspace::Workspace;
 
 /// How long verify waits for one service's health check of a stack it did not start.
@@ -95,7 +96,24 @@ impl flags::Verify {
                 }
             }
         }
-        verify(ws, &runner, &podman, &stack, &subject)
+        let result = verify(ws, &runner, &podman, &stack, &subject);
+        github::append_summary(&summary_markdown(&stack.project.name, starter_name(starter), &result));
+        result
+    }
+}
+
+/// verify's outcome for GitHub's job summary; the failed checks are the error's lines (each
+/// check that passed was printed as `ok`).
+fn summary_markdown(project: &str, starter: &str, result: &Result<()>) -> String {
+    match result {
+        Ok(()) => format!("### verify: every check passed\n\nstack `{project}`, containers named by {starter}\n"),
+        Err(e) => {
+            let rows: Vec<Vec<String>> = format!("{e:#}").lines().map(|l| vec![l.trim().to_string()]).collect();
+            format!(
+                "### verify: FAILED\n\nstack `{project}`, containers named by {starter}\n\n{}",
+                github::markdown_table(&["failed check"], &rows)
+            )
+        }
     }
 }
 
@@ -168,6 +186,20 @@ mod tests {
     use crate::export::kube::kube;
     use crate::export::kube::options::Options;
     use crate::stack::Mode;
+
+    #[test]
+    fn the_job_summary_says_which_checks_failed() {
+        assert_eq!(
+            summary_markdown("v7", "cargo xtask deploy", &Ok(())),
+            "### verify: every check passed\n\nstack `v7`, containers named by cargo xtask deploy\n"
+        );
+        let failed = Err(anyhow::anyhow!("web is healthy: http://127.0.0.1:3000/healthz answered 502 Bad Gateway: x"));
+        assert_eq!(
+            summary_markdown("v7", "podman-compose", &failed),
+            "### verify: FAILED\n\nstack `v7`, containers named by podman-compose\n\n| failed check |\n|---|\n\
+             | web is healthy: http://127.0.0.1:3000/healthz answered 502 Bad Gateway: x |\n"
+        );
+    }
 
     #[test]
     fn containers_without_the_compose_label_are_named() {

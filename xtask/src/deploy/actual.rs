@@ -26,6 +26,9 @@ pub struct Container {
     pub aspects: String,
     /// Carries an export's label (`v7.compose.project`, `v7.kube.project`): not deploy's.
     pub export_made: bool,
+    /// Who made it, in words, for a container deploy did not make: "podman-compose (project
+    /// v7_compose)", "podman kube play (project v7)", or "" when no label says.
+    pub made_by: String,
     /// `host_ip:host_port` of every published port.
     pub ports: Vec<(String, u16)>,
     /// Unix seconds.
@@ -50,6 +53,14 @@ pub fn containers(runner: &Runner, podman: &Podman, stack: &Stack) -> Result<Vec
     let filter = format!("label={}", stack.project_label());
     let out = runner.query(&podman.cmd().args(["ps", "-a", "--filter", &filter, "--format", "json"]))?;
     Ok(deploys_own(parse(&out)?))
+}
+
+/// Every container of the host that deploy did not make for this project, for the names deploy
+/// is about to create (a kube play of a project named like a service takes `backend-backend`,
+/// which a deploy of project `backend` would create too). Asked only when something is created.
+pub fn others(runner: &Runner, podman: &Podman, ours: &[Container]) -> Result<Vec<Container>> {
+    let out = runner.query(&podman.cmd().args(["ps", "-a", "--format", "json"]))?;
+    Ok(parse(&out)?.into_iter().filter(|c| !ours.iter().any(|o| o.id == c.id)).collect())
 }
 
 /// The containers of `all` that deploy made (see [`containers`]).
@@ -91,6 +102,11 @@ pub fn parse(text: &str) -> Result<Vec<Container>> {
             fingerprint: label(c, FINGERPRINT_LABEL),
             aspects: label(c, ASPECTS_LABEL),
             export_made: !label(c, COMPOSE_PROJECT_LABEL).is_empty() || !label(c, KUBE_PROJECT_LABEL).is_empty(),
+            made_by: match (label(c, COMPOSE_PROJECT_LABEL), label(c, KUBE_PROJECT_LABEL)) {
+                (compose, _) if !compose.is_empty() => format!("podman-compose (project {compose})"),
+                (_, kube) if !kube.is_empty() => format!("podman kube play (project {kube})"),
+                _ => String::new(),
+            },
             ports,
             started_at: c.field("StartedAt").and_then(Read::number).unwrap_or(0.0).max(0.0) as u64,
         });

@@ -74,13 +74,13 @@ pub fn diff(specs: &[Spec], actual: &[Container], left_out: &[(&str, String)], f
         if specs.iter().any(|s| s.container == c.name) || c.name.ends_with("-previous") || c.name.ends_with("-next") {
             continue;
         }
+        // `actual::containers` keeps only containers with a service label, so every one here names
+        // the service it was made for.
         let why = match left_out.iter().find(|(s, _)| *s == c.service) {
             Some((_, reason)) => format!("not run in this mode: {reason}"),
-            None if c.service.is_empty() => "carries the project label but no service label".to_string(),
             None => format!("the manifest has no service {}", c.service),
         };
-        let service = if c.service.is_empty() { c.name.clone() } else { c.service.clone() };
-        changes.push(Change { service, container: c.name.clone(), action: Action::Remove, why });
+        changes.push(Change { service: c.service.clone(), container: c.name.clone(), action: Action::Remove, why });
     }
     changes
 }

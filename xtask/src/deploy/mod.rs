@@ -91,7 +91,12 @@ pub fn deploy(
     }
     let changes = diff::diff(&specs, &actual, &plan.skipped, opts.force_recreate);
     eprintln!("deploy plan for {} ({mode} mode):\n{}", stack.project.name, diff::describe(&changes));
-    preflight::check(&preflight::problems(stack, &changes, &actual, &missing))?;
+    let others = if changes.iter().any(|c| c.action == diff::Action::Create) {
+        actual::others(runner, podman, &actual)?
+    } else {
+        Vec::new()
+    };
+    preflight::check(&preflight::problems(stack, &changes, &actual, &others, &missing))?;
     for (name, why) in &plan.skipped {
         eprintln!("{name}: not started: {why}");
     }

@@ -8,16 +8,33 @@
 use anyhow::{bail, Result};
 
 use super::actual::Container;
-use super::diff::Change;
+use super::diff::{Action, Change};
 use crate::net::listeners::{can_bind, holder};
 use crate::podman::Podman;
 use crate::process::Runner;
 use crate::stack::Stack;
 use crate::util::text::human_size;
 
-/// The problems of a planned deploy; empty when it can go ahead.
-pub fn problems(stack: &Stack, changes: &[Change], actual: &[Container], missing_images: &[String]) -> Vec<String> {
+/// The problems of a planned deploy; empty when it can go ahead. `others` are the host's
+/// containers deploy did not make for this project ([`super::actual::others`]).
+pub fn problems(
+    stack: &Stack,
+    changes: &[Change],
+    actual: &[Container],
+    others: &[Container],
+    missing_images: &[String],
+) -> Vec<String> {
     let mut out: Vec<String> = missing_images.to_vec();
+    for change in changes.iter().filter(|c| c.action == Action::Create) {
+        if let Some(other) = others.iter().find(|o| o.name == change.container) {
+            let owner = if other.made_by.is_empty() { "a container deploy did not make" } else { &other.made_by };
+            out.push(format!(
+                "{}: the container name {} is taken by {owner}: remove that container (`podman rm -f {}`), or \
+                 deploy under another [project] name",
+                change.service, change.container, change.container
+            ));
+        }
+    }
     for change in changes.iter().filter(|c| c.action.starts()) {
         for port in stack.services[&change.service].published() {
             // Its own container (kept, or about to be stopped by the replacement) may hold it.
@@ -81,7 +98,6 @@ pub fn disk(runner: &Runner, podman: &Podman, missing: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::diff::Action;
 
     #[test]
     fn a_taken_port_names_the_service_and_the_process_and_its_own_container_may_hold_it() {
@@ -94,7 +110,7 @@ mod tests {
         let stack = Stack::parse("docker/stack.toml", &text).unwrap();
         let change =
             |action| Change { service: "backend".into(), container: "v7-backend".into(), action, why: String::new() };
-        let found = problems(&stack, &[change(Action::Create)], &[], &["web: image x is missing".into()]);
+        let found = problems(&stack, &[change(Action::Create)], &[], &[], &["web: image x is missing".into()]);
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0], "web: image x is missing");
         assert!(
@@ -109,15 +125,50 @@ mod tests {
             ..Container::default()
         };
         assert!(
-            problems(&stack, &[change(Action::Replace)], std::slice::from_ref(&own), &[]).is_empty(),
+            problems(&stack, &[change(Action::Replace)], std::slice::from_ref(&own), &[], &[]).is_empty(),
             "its own container"
         );
-        assert!(problems(&stack, &[change(Action::Keep)], &[], &[]).is_empty(), "a kept service is not checked");
+        assert!(problems(&stack, &[change(Action::Keep)], &[], &[], &[]).is_empty(), "a kept service is not checked");
         let other = Container { name: "v7-web".into(), ..own };
-        let found = problems(&stack, &[change(Action::Create)], &[other], &[]);
+        let found = problems(&stack, &[change(Action::Create)], &[other], &[], &[]);
         assert!(found[0].ends_with("this project's container v7-web holds it"), "{found:?}");
         let e = check(&found).unwrap_err().to_string();
         assert!(e.contains("nothing was created, stopped or removed") && e.contains("hint:"), "{e}");
         drop(listener);
+    }
+
+    #[test]
+    fn a_name_taken_by_a_container_deploy_did_not_make_names_its_owner() {
+        let stack =
+            Stack::parse("docker/stack.toml", "[project]\nname = \"backend\"\n[services.backend]\nimage = \"b:1\"\n")
+                .unwrap();
+        let change = |action| Change {
+            service: "backend".into(),
+            container: "backend-backend".into(),
+            action,
+            why: String::new(),
+        };
+        let kube = Container {
+            name: "backend-backend".into(),
+            made_by: "podman kube play (project backend)".into(),
+            ..Container::default()
+        };
+        let found = problems(&stack, &[change(Action::Create)], &[], std::slice::from_ref(&kube), &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "backend: the container name backend-backend is taken by podman kube play (project backend): remove"
+            ),
+            "{found:?}"
+        );
+        let stray = Container { made_by: String::new(), ..kube.clone() };
+        let found = problems(&stack, &[change(Action::Create)], &[], &[stray], &[]);
+        assert!(found[0].contains("taken by a container deploy did not make"), "{found:?}");
+        let elsewhere = Container { name: "backend-web".into(), ..kube };
+        assert!(problems(&stack, &[change(Action::Create)], &[], &[elsewhere], &[]).is_empty(), "other names are free");
+        assert!(
+            problems(&stack, &[change(Action::Keep)], &[], &[], &[]).is_empty(),
+            "a kept container has its own name"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub struct BuildOptions {
     /// Services to build (all when empty).
     pub services: Vec<String>,
     /// Package mirrors (what they are, for the output: `preset aliyun`, `--mirror npm=...`;
-    /// the mirrors) to rewrite the production Dockerfiles for.
+    /// the mirrors) to rewrite the Dockerfiles for (production or registry-free recipes).
     pub package_mirrors: Option<(String, PackageMirrors)>,
     /// Build even when nothing changed.
     pub force: bool,
@@ -47,7 +47,9 @@ pub struct BuildOptions {
 /// on this machine. What is up to date is left as it is.
 pub fn ensure(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode) -> Result<()> {
     match mode {
-        Mode::RegistryFree => registry_free::build_all(ws, runner, stack, &[], false, false, &Controls::default()),
+        Mode::RegistryFree => {
+            registry_free::build_all(ws, runner, stack, &[], None, false, false, &Controls::default())
+        }
         Mode::Registry => {
             pull::pull(ws, runner, &pull::Options::default())?;
             build_registry(ws, runner, stack, &BuildOptions::default(), false)
@@ -67,7 +69,17 @@ pub fn missing(runner: &Runner, podman: &Podman, stack: &Stack, mode: Mode) -> R
 pub fn build(ws: &Workspace, runner: &Runner, stack: &Stack, mode: Mode, opts: &BuildOptions) -> Result<()> {
     match mode {
         Mode::RegistryFree => {
-            registry_free::build_all(ws, runner, stack, &opts.services, opts.force, opts.rebuild_base, &opts.controls)
+            let mirrors = opts.package_mirrors.as_ref().map(|(n, m)| (n.as_str(), m));
+            registry_free::build_all(
+                ws,
+                runner,
+                stack,
+                &opts.services,
+                mirrors,
+                opts.force,
+                opts.rebuild_base,
+                &opts.controls,
+            )
         }
         Mode::Registry => build_registry(ws, runner, stack, opts, true),
     }

@@ -11,6 +11,7 @@ pub mod host;
 pub mod images;
 pub mod prereq;
 pub mod registries_conf;
+pub mod registry_errors;
 
 use std::path::{Path, PathBuf};
 

@@ -43,8 +43,10 @@ pub const SERVICE_TESTS: &[Need] = &[
     need("protoc", "protobuf-compiler"),
 ];
 
-/// The Rust services' build scripts compile protos.
-pub const PROTOC: &[Need] = &[need("protoc", "protobuf-compiler")];
+/// The lint suite: clippy compiles protos (the Rust services' build scripts); actionlint (from
+/// PyPI, `cli/test.rs`) checks the workflows' `run:` scripts with shellcheck, and skips them
+/// silently without it.
+pub const LINT: &[Need] = &[need("protoc", "protobuf-compiler"), need("shellcheck", "shellcheck")];
 
 /// The podman end-to-end tests run a real registry, drive the deployed dashboard in a real
 /// browser (Debian's headless chromium through its chromedriver; Selenium comes from PyPI), and
@@ -62,6 +64,8 @@ pub const E2E_TESTS: &[Need] = &[
     // client).
     need("tinyproxy", "tinyproxy-bin"),
     need("curl", "curl"),
+    // mirror_e2e: the live apt mirror builds go through.
+    need("apt-cacher-ng", "apt-cacher-ng"),
 ];
 
 fn present(n: &Need) -> bool {

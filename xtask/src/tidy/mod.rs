@@ -1,9 +1,11 @@
 //! Repository-wide checks that run with `cargo test`, in check mode (they fail and say what to
 //! change; they never change anything): the xtask's dependency budget, module docs, file sizes,
 //! the module graph (`imports.rs`: no circles, dependencies point down), the Rust version the
-//! services promise, every recipe against the stack file (`recipes.rs`), and the GitHub
-//! workflows' action pins (`workflows.rs`).
+//! services promise, every recipe against the stack file (`recipes.rs`), every COPY/ADD source
+//! in its build context (`contexts.rs`), and the GitHub workflows' action pins and `cargo xtask`
+//! commands (`workflows.rs`). `cargo xtask test lint` runs them as one of its gates.
 
+mod contexts;
 mod imports;
 mod recipes;
 mod workflows;

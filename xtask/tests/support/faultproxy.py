@@ -29,7 +29,10 @@ proxy like a plain one. With --upstream-ca it reaches the upstream over TLS, tru
     GET  /__overlap  {"max": n}: most repositories with requests in flight at once (first..last).
     POST /__clear    empties the log.
 
-fail_rate: that share of requests (seeded random) fails with a 503, a reset or a cut blob.
+fail_rate: that share of requests (seeded random) fails with a 503, a reset or a cut blob;
+           "fail_kinds" (default ["status", "reset", "cut"]) narrows the mix, e.g. ["status",
+           "reset"] for half 503, half reset; "fail_v2": true lets the `/v2/` probe fail too
+           (by default it never fails at random).
 delay_ms: added to every forwarded request.
 """
 
@@ -48,7 +51,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"rules": [], "delay_ms": 0, "fail_rate": 0.0, "rng": random.Random(1), "log": []}
+STATE = {"rules": [], "delay_ms": 0, "fail_rate": 0.0, "rng": random.Random(1), "log": [],
+         "fail_kinds": ["status", "reset", "cut"], "fail_v2": False}
+ALL_KINDS = ["status", "reset", "cut"]
 UPSTREAM = ("127.0.0.1", 5000)
 # An ssl.SSLContext when the upstream speaks TLS.
 UPSTREAM_TLS = None
@@ -131,8 +136,21 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["delay_ms"] = cfg.get("delay_ms", 0)
                 STATE["fail_rate"] = cfg.get("fail_rate", 0.0)
                 STATE["rng"] = random.Random(cfg.get("seed", 1))
+                STATE["fail_kinds"] = list(cfg.get("fail_kinds", ALL_KINDS))
+                STATE["fail_v2"] = bool(cfg.get("fail_v2", False))
             return self.reply_json({"ok": True})
         return self.reply_json({"error": "unknown control path"}, 404)
+
+    def read_chunked(self):
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()  # the CRLF after each chunk
 
     def pick_fault(self):
         with LOCK:
@@ -147,8 +165,8 @@ class Handler(BaseHTTPRequestHandler):
                     rule["times"] -= 1
                 return dict(rule)
             rate = STATE["fail_rate"]
-            if rate and self.path != "/v2/" and STATE["rng"].random() < rate:
-                kind = STATE["rng"].choice(["status", "reset", "cut"])
+            if rate and (self.path != "/v2/" or STATE["fail_v2"]) and STATE["rng"].random() < rate:
+                kind = STATE["rng"].choice(STATE["fail_kinds"])
                 return {"action": kind, "status": 503, "random": True}
             return None
 
@@ -168,6 +186,9 @@ class Handler(BaseHTTPRequestHandler):
             return  # not logged: the log is of what reached the registry side, all over TLS
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            # podman push uploads layers chunked; forwarded whole, with a Content-Length.
+            body = self.read_chunked()
         fault = self.pick_fault()
         delay = STATE["delay_ms"]
         if delay:
@@ -206,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             # Repeated headers (podman sends one Accept per manifest type) are kept as they are.
             for k, v in self.headers.items():
-                if k.lower() not in ("connection", "keep-alive", "content-length"):
+                if k.lower() not in ("connection", "keep-alive", "content-length", "transfer-encoding"):
                     conn.putheader(k, v)
             if body is not None:
                 conn.putheader("Content-Length", str(len(body)))

@@ -1,10 +1,11 @@
 //! Support for the end-to-end tests, shared by every test crate (`mod support;`): temporary
-//! directories and processes removed on drop, podman, JSON read with the xtask's own parser
+//! directories and processes removed on drop, live package mirrors (`mirrors.rs`), podman, JSON read with the xtask's own parser
 //! (tinyjson), a test CA (`tls.rs`), an authenticated CONNECT proxy (`tinyproxy.rs`), and in
 //! `registry.rs` (pull) and `stack.rs` (registry-free) what each family of tests runs against.
 //! Each test crate uses part of it.
 #![allow(dead_code)]
 
+pub mod mirrors;
 pub mod registry;
 pub mod stack;
 pub mod tinyproxy;

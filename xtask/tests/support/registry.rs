@@ -37,6 +37,26 @@ impl Registry {
     /// Like [`Registry::start_with`], and when `login` is given only that user (password,
     /// bcrypt in an htpasswd file made with apache2-utils' htpasswd) may pull or push.
     pub fn start_with_login(tls: Option<std::sync::Arc<TestCa>>, login: Option<(&str, &str)>) -> Registry {
+        Registry::start_configured(tls, |dir| match login {
+            Some((user, password)) => {
+                let out =
+                    Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd (apache2-utils)");
+                assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+                let file = dir.join("htpasswd");
+                std::fs::write(&file, &out.stdout).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: v7test\n    path: {}\n", file.display())
+            }
+            None => String::new(),
+        })
+    }
+
+    /// Like [`Registry::start_with`], with `auth` (YAML, e.g. [`TokenServer::auth_config`])
+    /// appended to its configuration.
+    pub fn start_with_auth(tls: Option<std::sync::Arc<TestCa>>, auth: &str) -> Registry {
+        Registry::start_configured(tls, |_| auth.to_string())
+    }
+
+    fn start_configured(tls: Option<std::sync::Arc<TestCa>>, auth: impl FnOnce(&Path) -> String) -> Registry {
         let dir = TempDir::new("pull-registry");
         let port = free_port();
         let cfg = dir.path().join("config.yml");
@@ -51,14 +71,7 @@ impl Registry {
                 ca.key().display()
             ));
         }
-        if let Some((user, password)) = login {
-            let out =
-                Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd (apache2-utils)");
-            assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).unwrap();
-            text.push_str(&format!("auth:\n  htpasswd:\n    realm: v7test\n    path: {}\n", file.display()));
-        }
+        text.push_str(&auth(dir.path()));
         std::fs::write(&cfg, text).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -74,6 +87,51 @@ impl Registry {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A STAND-IN token service (`tokenserver.py`: what auth.docker.io is to Docker Hub, which
+/// cannot be reached here) for a docker-registry with `auth.token`: anonymous tokens for any
+/// scope, signed with the test CA's server key, checked by the registry against the CA.
+pub struct TokenServer {
+    pub port: u16,
+    ca: Arc<TestCa>,
+    _proc: Proc,
+}
+
+impl TokenServer {
+    pub fn start(ca: &Arc<TestCa>) -> TokenServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tokenserver.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--key")
+            .arg(ca.key())
+            .arg("--cert")
+            .arg(ca.cert())
+            .args(["--issuer", "v7test-token-issuer"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").expect("the token service prints its port").parse().unwrap();
+        TokenServer { port, ca: Arc::clone(ca), _proc: Proc(child) }
+    }
+
+    /// The registry's `auth` section for this token service, as `service`.
+    pub fn auth_config(&self, service: &str) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {service}\n    issuer: v7test-token-issuer\n    rootcertbundle: {}\n",
+            self.port,
+            self.ca.ca().display()
+        )
+    }
+
+    /// Tokens handed out so far.
+    pub fn issued(&self) -> usize {
+        let (_, body) = http(self.port, "GET", "/__log", "");
+        number(&json(&body), "tokens").unwrap() as usize
     }
 }
 

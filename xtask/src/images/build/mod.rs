@@ -55,8 +55,12 @@ pub struct ImageBuild {
     /// fetched on the host, shared caches. Not part of the context or of any layer.
     pub volumes: Vec<String>,
     /// More fingerprint inputs that are not files: `base REF ID` of every image the Dockerfile
-    /// builds on ([`Bases::record`]).
+    /// builds on ([`Bases::record`]), `builder IMAGE INPUTS` of the build it copies from.
     pub extra_inputs: Vec<String>,
+    /// The service name of another build of the same run that must have been built (or
+    /// skipped as unchanged) before this one starts: registry-free mode's workspace builder,
+    /// whose image the Rust runtime builds copy their binary from.
+    pub after: Option<String>,
 }
 
 impl ImageBuild {
@@ -148,6 +152,16 @@ impl Bases {
         Ok(Bases { per_build, all })
     }
 
+    /// Leaves `image` out: an image another build of the same run makes (the workspace
+    /// builder), whose ID is not known before that build; its fingerprint goes in instead.
+    pub fn without(mut self, image: &ImageRef) -> Bases {
+        self.all.retain(|r| r != image);
+        for refs in &mut self.per_build {
+            refs.retain(|r| r != image);
+        }
+        self
+    }
+
     /// Adds `base REF ID` (or `base REF absent`) to each build's fingerprint inputs. `found`:
     /// what the image store holds of [`Bases::all`], in order.
     pub fn record(&self, builds: Vec<ImageBuild>, found: &[Option<LocalImage>]) -> Vec<ImageBuild> {
@@ -198,6 +212,7 @@ mod tests {
             pull_never: false,
             volumes: vec![],
             extra_inputs: vec![],
+            after: None,
         };
         let a = build(write("a", "FROM rust:1.87-alpine AS b\nFROM alpine:3.19\nCOPY --from=b /x /x\n"), vec![]);
         let b = build(write("b", "ARG BASE\nFROM ${BASE}\n"), vec![("BASE".into(), "alpine:3.19".into())]);
@@ -232,6 +247,7 @@ mod tests {
             pull_never: true,
             volumes: vec!["/h/vendor:/deps/cargo-vendor:ro".into()],
             extra_inputs: vec!["base x sha256:1".into()],
+            after: None,
         };
         assert_eq!(
             b.base_images().unwrap_err().to_string().split(':').next(),

@@ -96,6 +96,7 @@ pub fn plan(
             pull_never: false,
             volumes: Vec::new(),
             extra_inputs: Vec::new(),
+            after: None,
         });
     }
     Ok(out)

@@ -1,11 +1,12 @@
 //! What `build` shows and reports, as pure functions tested on inline values: the live line of
 //! each build (with the step it is at, read from its log), the failing step's last lines, the
-//! summary table (service, image, size, seconds, result) and the `--json` document.
+//! summary table (service, image, size, seconds, result), in Markdown for GitHub's job summary,
+//! and the `--json` document.
 
 use std::path::PathBuf;
 
-use crate::util::json;
 use crate::util::text::{human_size, table};
+use crate::util::{github, json};
 
 /// How one build ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +90,33 @@ pub fn live_line(service: &str, width: usize, state: &str, seconds: Option<f64>,
 
 /// The table after the builds.
 pub fn summary_table(outcomes: &[Outcome]) -> String {
-    let rows: Vec<Vec<String>> = outcomes
+    table(&["SERVICE", "IMAGE", "SIZE", "SECONDS", "RESULT"], &summary_rows(outcomes))
+}
+
+/// The same table in Markdown for the GitHub job's summary, under a heading that says how the
+/// builds ended (`util/github.rs` redacts it when it is written).
+pub fn markdown_summary(outcomes: &[Outcome], interrupted: Option<&str>) -> String {
+    let failed = outcomes.iter().filter(|o| !matches!(o.result, BuildResult::Built | BuildResult::Skipped)).count();
+    let head = match (interrupted, failed) {
+        (Some(signal), _) => format!("### build: interrupted by {signal}"),
+        (None, 0) => format!("### build: {} images ready", outcomes.len()),
+        (None, n) => format!("### build: {n} of {} did not build", outcomes.len()),
+    };
+    format!(
+        "{head}\n\n{}",
+        github::markdown_table(&["service", "image", "size", "seconds", "result"], &summary_rows(outcomes))
+    )
+}
+
+/// Appends [`markdown_summary`] to `$GITHUB_STEP_SUMMARY` in GitHub Actions; `run.rs` calls it
+/// once the builds ended, `--json` or not.
+#[allow(dead_code)] // until images/build/run.rs calls it (its owner wires it in)
+pub fn append_step_summary(outcomes: &[Outcome], interrupted: Option<&str>) {
+    github::append_summary(&markdown_summary(outcomes, interrupted));
+}
+
+fn summary_rows(outcomes: &[Outcome]) -> Vec<Vec<String>> {
+    outcomes
         .iter()
         .map(|o| {
             let result = match (o.result, o.attempts) {
@@ -104,8 +131,7 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
                 result,
             ]
         })
-        .collect();
-    table(&["SERVICE", "IMAGE", "SIZE", "SECONDS", "RESULT"], &rows)
+        .collect()
 }
 
 /// The `--json` document, with a newline.
@@ -221,6 +247,18 @@ mod tests {
             live_line("web", 16, "building", Some(3.4), Some("STEP 2/5: RUN npm ci")),
             "web               building 3 s  STEP 2/5: RUN npm ci"
         );
+    }
+
+    #[test]
+    fn the_job_summary_is_a_markdown_table() {
+        assert_eq!(
+            markdown_summary(&outcomes()[..2], None),
+            "### build: 2 images ready\n\n| service | image | size | seconds | result |\n|---|---|---|---|---|\n\
+             | backend | ghcr.io/x/backend:latest | 90.0 MB | 12.3 | built (2 attempts) |\n\
+             | web | ghcr.io/x/web:latest | 98.7 MB | - | skipped |\n"
+        );
+        assert!(markdown_summary(&outcomes(), None).starts_with("### build: 1 of 3 did not build\n"));
+        assert!(markdown_summary(&outcomes(), Some("SIGTERM")).starts_with("### build: interrupted by SIGTERM\n"));
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn tail_of(log: &Path, bytes: u64) -> String {
 
 fn word(slot: &Slot) -> &'static str {
     match slot.state {
+        State::Queued if slot.after.is_some() => "waits for the build it copies from",
         State::Queued => "queued",
         State::Running if slot.attempts > 1 => "building again, alone",
         State::Running => "building",
@@ -195,7 +196,15 @@ fn execute(runner: &Runner, podman: &Podman, jobs: &[Job], controls: &Controls) 
     let before: Vec<String> = list_working().into_iter().map(|c| c.id).collect();
     let n = jobs.len();
     let width = jobs.iter().map(|j| j.build.service.len()).max().unwrap_or(0);
-    let mut slots = vec![Slot::queued(); n];
+    // A build waits for the one named in its `after` when that one runs in this batch too; one
+    // skipped as unchanged is already there.
+    let mut slots: Vec<Slot> = jobs
+        .iter()
+        .map(|j| {
+            let after = j.build.after.as_ref().and_then(|a| jobs.iter().position(|k| &k.build.service == a));
+            Slot::queued_after(after)
+        })
+        .collect();
     let mut procs: Vec<Option<crate::process::Running>> = (0..n).map(|_| None).collect();
     let mut first_start: Vec<Option<Instant>> = vec![None; n];
     let mut ended: Vec<Option<f64>> = vec![None; n];
@@ -228,6 +237,10 @@ fn execute(runner: &Runner, podman: &Podman, jobs: &[Job], controls: &Controls) 
                 }
             }
             schedule::abandon_queued(&mut slots);
+        }
+        for i in schedule::abandon_orphans(&mut slots) {
+            let after = slots[i].after.map(|a| jobs[a].build.service.as_str()).unwrap_or("?");
+            errors[i] = Some(format!("not started: {after}, which it copies from, was not built"));
         }
         for i in schedule::to_start(&slots, controls.jobs, stopping.is_some()) {
             let j = &jobs[i];

@@ -9,6 +9,11 @@
 //! failed, and then the running builds are stopped and the queued ones not started, unless
 //! `--keep-going`. A failure on podman's store changing under the build ("layer not known") is
 //! tried again even when the build ran alone.
+//!
+//! A build may wait for another (`Slot::after`: registry-free mode's Rust runtime images copy
+//! their binary from the workspace builder's image): it starts only once that one is built, and
+//! is not started at all when that one failed or was stopped (`abandon_orphans`). A build that
+//! waits is not counted against `--jobs` and does not make the one it waits for "overlapped".
 
 use anyhow::{bail, Result};
 
@@ -57,12 +62,24 @@ pub struct Slot {
     pub attempts: u32,
     /// Whether another build ran at the same time as its current attempt.
     pub overlapped: bool,
+    /// The build (index) that must be built before this one starts.
+    pub after: Option<usize>,
 }
 
 impl Slot {
     pub fn queued() -> Slot {
-        Slot { state: State::Queued, attempts: 0, overlapped: false }
+        Slot { state: State::Queued, attempts: 0, overlapped: false, after: None }
     }
+
+    /// Queued behind build `after`.
+    pub fn queued_after(after: Option<usize>) -> Slot {
+        Slot { after, ..Slot::queued() }
+    }
+}
+
+/// Whether the build `slot` waits for is built (or it waits for none).
+fn ready(slots: &[Slot], slot: &Slot) -> bool {
+    slot.after.is_none_or(|a| slots.get(a).is_some_and(|s| s.state == State::Built))
 }
 
 /// Which builds start now: nothing while stopping or while a retry runs (it runs alone); a
@@ -81,7 +98,28 @@ pub fn to_start(slots: &[Slot], jobs: Option<usize>, stopping: bool) -> Vec<usiz
         return if running == 0 { vec![retry] } else { Vec::new() };
     }
     let room = jobs.unwrap_or(usize::MAX).saturating_sub(running);
-    (0..slots.len()).filter(|&i| slots[i].state == State::Queued).take(room).collect()
+    (0..slots.len()).filter(|&i| slots[i].state == State::Queued && ready(slots, &slots[i])).take(room).collect()
+}
+
+/// Builds queued behind one that failed, was stopped or will not start are `NotStarted`
+/// (repeated, so a chain of waits is followed); returns them, in order.
+pub fn abandon_orphans(slots: &mut [Slot]) -> Vec<usize> {
+    let mut out = Vec::new();
+    loop {
+        let orphan = (0..slots.len()).find(|&i| {
+            slots[i].state == State::Queued
+                && slots[i].after.is_some_and(|a| {
+                    slots.get(a).is_none_or(|s| matches!(s.state, State::Failed | State::Stopped | State::NotStarted))
+                })
+        });
+        match orphan {
+            Some(i) => {
+                slots[i].state = State::NotStarted;
+                out.push(i);
+            }
+            None => return out,
+        }
+    }
 }
 
 /// Marks build `i` started; it and every build running beside it overlap.
@@ -207,6 +245,39 @@ mod tests {
         abandon_queued(&mut slots);
         assert_eq!(states(&slots), [State::Failed, State::NotStarted, State::NotStarted]);
         assert!(done(&slots, None, true));
+    }
+
+    #[test]
+    fn a_build_waits_for_the_one_it_copies_from() {
+        // 0: the workspace builder; 1 and 2: the runtimes that copy from it; 3: unrelated.
+        let mut slots = vec![Slot::queued(), Slot::queued_after(Some(0)), Slot::queued_after(Some(0)), Slot::queued()];
+        assert_eq!(to_start(&slots, None, false), [0, 3], "the builder first, beside what does not wait");
+        start(&mut slots, 0);
+        start(&mut slots, 3);
+        assert!(to_start(&slots, None, false).is_empty(), "the runtimes wait while the builder runs");
+        assert!(!done(&slots, None, false));
+        slots[3].state = State::Built;
+        assert!(to_start(&slots, Some(1), false).is_empty(), "still waiting");
+        slots[0].state = State::Built;
+        assert_eq!(to_start(&slots, None, false), [1, 2], "then both, in parallel");
+        assert_eq!(to_start(&slots, Some(1), false), [1], "as --jobs allows");
+        assert!(abandon_orphans(&mut slots).is_empty());
+    }
+
+    #[test]
+    fn a_failed_builder_leaves_its_runtimes_not_started() {
+        let mut slots = vec![Slot::queued(), Slot::queued_after(Some(0)), Slot::queued_after(Some(1)), Slot::queued()];
+        start(&mut slots, 0);
+        slots[0].state = State::RetryQueued;
+        assert!(abandon_orphans(&mut slots).is_empty(), "a retry may still build it");
+        start(&mut slots, 0);
+        slots[0].state = State::Failed;
+        assert_eq!(abandon_orphans(&mut slots), [1, 2], "and what waits on those, in turn");
+        assert_eq!(states(&slots), [State::Failed, State::NotStarted, State::NotStarted, State::Queued]);
+        assert_eq!(to_start(&slots, None, false), [3], "--keep-going: the unrelated one still builds");
+        let mut skipped = vec![Slot::queued_after(None)];
+        assert_eq!(to_start(&skipped, None, false), [0], "a skipped builder is no build to wait for");
+        assert!(abandon_orphans(&mut skipped).is_empty());
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //!   continuations, comments inside continuations, heredocs, lower-case keywords);
 //! - `base_images.rs`: the external images every stage needs (ARG expansion, multi-stage);
 //! - `rewrite.rs`: where Dockerfiles are rewritten for package mirrors (`build --mirror`);
-//! - `diff.rs`: the rewrite shown as a unified diff (`build --mirror --dry-run`).
+//! - `diff.rs`: the rewrite shown as a unified diff (`build --mirror --dry-run`);
+//! - `mirror_doc.rs`: docs/build-mirrors.md, the rewrite of the services for one preset.
 
 pub mod base_images;
 pub mod diff;
+#[cfg(test)]
+pub mod mirror_doc;
 pub mod rewrite;
 
 /// One logical instruction: keyword upper-cased, arguments with continuations joined.

@@ -8,12 +8,15 @@
 //! environment variable (npm, pip), so they do not persist in the image's config; apk and apt
 //! read files, which are rewritten in place (the mirror stays in the image's sources list).
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use anyhow::{Context, Result};
 use regex_lite::Regex;
 
 use super::instructions;
 use crate::stack::PackageMirrors;
+use crate::util::fs::write_if_changed;
 
 /// One inserted instruction, for the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,22 +50,44 @@ fn setup_instruction(manager: &str, url: &str) -> String {
     let url = url.trim_end_matches('/');
     match manager {
         "apk" => format!("RUN sed -i -E 's#^https?://[^/]+/alpine#{url}#' /etc/apk/repositories"),
-        "apt" => format!(
-            "RUN for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do \
-             [ -f \"$f\" ] && sed -i -E 's#https?://deb\\.debian\\.org/debian#{url}#g' \"$f\"; done; true"
-        ),
+        "apt" => {
+            // Debian's security archive first (deb.debian.org/debian-security, or the older
+            // security.debian.org), to the mirror's `-security` sibling when the mirror ends in
+            // `/debian` (Debian's own layout, apt-cacher-ng's `/HOST/debian` and the presets');
+            // otherwise it is left as it is. Then the main archive, `/debian` as a whole path
+            // segment only, so `debian-security` is never rewritten twice.
+            let security = match security_mirror(url) {
+                Some(s) => format!("-e 's#https?://(deb|security)\\.debian\\.org/debian-security#{s}#g' "),
+                None => String::new(),
+            };
+            format!(
+                "RUN for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do \
+                 [ -f \"$f\" ] && sed -i -E {security}\
+                 -e 's#https?://deb\\.debian\\.org/debian([/[:space:]]|$)#{url}\\1#g' \"$f\"; done; true"
+            )
+        }
         "npm" => format!("ARG NPM_CONFIG_REGISTRY={url}/"),
         "pip" => {
             let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
             format!("ARG PIP_INDEX_URL={url}/\nARG PIP_TRUSTED_HOST={host}")
         }
+        // A sparse index URL must end in `/` (cargo refuses it otherwise: "sparse registry url
+        // must end in a slash"); a git index URL is taken as given.
         "cargo" => format!(
             "RUN mkdir -p \"${{CARGO_HOME:-$HOME/.cargo}}\" && printf '%s\\n' '[source.crates-io]' \
-             'replace-with = \"v7-mirror\"' '[source.v7-mirror]' 'registry = \"{url}\"' \
-             >> \"${{CARGO_HOME:-$HOME/.cargo}}/config.toml\""
+             'replace-with = \"v7-mirror\"' '[source.v7-mirror]' 'registry = \"{url}{slash}\"' \
+             >> \"${{CARGO_HOME:-$HOME/.cargo}}/config.toml\"",
+            slash = if url.starts_with("sparse+") { "/" } else { "" }
         ),
         _ => unreachable!(),
     }
+}
+
+/// The security archive beside an apt mirror: `.../debian` -> `.../debian-security`; `None`
+/// when the mirror's layout is not Debian's (its security archive cannot be guessed).
+pub fn security_mirror(url: &str) -> Option<String> {
+    let url = url.trim_end_matches('/');
+    url.ends_with("/debian").then(|| format!("{url}-security"))
 }
 
 fn url_for<'a>(mirrors: &'a PackageMirrors, manager: &str) -> Option<&'a String> {
@@ -115,6 +140,31 @@ pub fn rewrite(text: &str, mirrors: &PackageMirrors) -> (String, Vec<Insertion>)
     (out, report)
 }
 
+/// The rewrite of the Dockerfile `source` written to `out` (when it changed), for builds that
+/// take it with `-f` (registry-free recipes; production ones: `images/build/plan.rs`); prints
+/// one line naming the managers redirected.
+pub fn rewrite_out_of_tree(
+    service: &str,
+    source: &Path,
+    out: &Path,
+    label: &str,
+    mirrors: &PackageMirrors,
+) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(source).with_context(|| format!("{service}: cannot read {}", source.display()))?;
+    let (rewritten, inserted) = rewrite(&text, mirrors);
+    write_if_changed(out, &rewritten)?;
+    let mut managers: Vec<&str> = Vec::new();
+    for i in &inserted {
+        if !managers.contains(&i.manager) {
+            managers.push(i.manager);
+        }
+    }
+    let what = if managers.is_empty() { "no package manager to redirect".to_string() } else { managers.join(", ") };
+    eprintln!("{service}: {} rewritten for package mirrors {label} ({what}) -> {}", source.display(), out.display());
+    Ok(out.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,8 +209,11 @@ mod tests {
         assert_eq!(names, ["npm", "pip", "apt", "cargo"]);
         assert_eq!(line_of(&out, "ARG NPM_CONFIG_REGISTRY=http://host.containers.internal:4873/"), 4);
         assert!(out.contains("ARG PIP_INDEX_URL=http://host.containers.internal:3141/simple/\nARG PIP_TRUSTED_HOST=host.containers.internal\n"));
-        assert!(out.contains("'registry = \"sparse+http://host.containers.internal:8081/index\"'"), "{out}");
-        assert!(out.contains("deb\\.debian\\.org/debian#http://host.containers.internal:3142/deb.debian.org/debian#g"));
+        assert!(
+            out.contains("'registry = \"sparse+http://host.containers.internal:8081/index/\"'"),
+            "a sparse URL keeps its /: {out}"
+        );
+        assert!(out.contains("deb\\.debian\\.org/debian([/[:space:]]|$)#http://host.containers.internal:3142/deb.debian.org/debian\\1#g"), "{out}");
     }
 
     #[test]
@@ -180,5 +233,49 @@ mod tests {
         let (out, report) = rewrite(df, &preset());
         assert_eq!(report, [Insertion { before_line: 2, manager: "apk" }]);
         assert_eq!(line_of(&out, "RUN set -eux"), 4);
+    }
+
+    /// The apt instruction run by a real shell and sed on the sources a Debian image has: the
+    /// registry-free base's sources.list (main, updates, security) and a deb822 file.
+    #[test]
+    fn apt_sources_of_main_and_security_archives_both_go_to_the_mirror() {
+        let dir = std::env::temp_dir().join(format!("v7-rewrite-apt-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sources.list.d")).unwrap();
+        let list = "deb http://deb.debian.org/debian bookworm main\n\
+                    deb http://deb.debian.org/debian bookworm-updates main\n\
+                    deb http://deb.debian.org/debian-security bookworm-security main\n\
+                    deb http://security.debian.org/debian-security bookworm-security main\n";
+        std::fs::write(dir.join("sources.list"), list).unwrap();
+        std::fs::write(
+            dir.join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n",
+        )
+        .unwrap();
+        let run = |url: &str| {
+            let ins = setup_instruction("apt", url);
+            let script = ins.strip_prefix("RUN ").unwrap().replace("/etc/apt/", &format!("{}/", dir.display()));
+            let ok = std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap();
+            assert!(ok.success(), "{script}");
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+            (read("sources.list"), read("sources.list.d/debian.sources"))
+        };
+        let (list_out, deb822) = run("http://host.containers.internal:3142/deb.debian.org/debian");
+        let m = "http://host.containers.internal:3142/deb.debian.org";
+        assert_eq!(
+            list_out,
+            format!(
+                "deb {m}/debian bookworm main\ndeb {m}/debian bookworm-updates main\n\
+                 deb {m}/debian-security bookworm-security main\ndeb {m}/debian-security bookworm-security main\n"
+            )
+        );
+        assert_eq!(deb822, format!("Types: deb\nURIs: {m}/debian\nSuites: bookworm\n"));
+        // Run again on the rewritten files: nothing changes (a second stage, a rebuilt layer).
+        assert_eq!(run("http://host.containers.internal:3142/deb.debian.org/debian").0, list_out);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            security_mirror("http://mirrors.aliyun.com/debian/").as_deref(),
+            Some("http://mirrors.aliyun.com/debian-security")
+        );
+        assert_eq!(security_mirror("http://10.0.0.1:3142/deb"), None, "not Debian's layout: security left alone");
     }
 }

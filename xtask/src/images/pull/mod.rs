@@ -5,8 +5,8 @@
 //!    normalised, de-duplicated, digests kept. `--image REF` replaces the list.
 //! 2. Presence: one `podman image inspect` for all of them (`podman/images.rs`).
 //! 3. The plan (`plan.rs`): each image's sources in order, every registry mirror of its
-//!    registry, then the registry itself; mirrors (`http://` and `https://`) and registries on
-//!    loopback (plain or TLS) go through the loopback relay (`relay/`) unless `--no-relay`: it
+//!    registry, then the registry itself; every source (mirrors, `http://` and `https://`, and
+//!    registries, on loopback plain or TLS) goes through the loopback relay (`relay/`) unless `--no-relay`: it
 //!    fetches ahead and retries single requests, so a failed request no longer costs a whole
 //!    attempt. TLS is curl's, trusting what podman trusts (`podman/certs.rs`: the system's CAs
 //!    and the registry's certs.d directory, which each direct pull gets as `--cert-dir`).
@@ -14,7 +14,7 @@
 //!    answer; a reset or a 5xx is asked again, up to 3 times, so one bad answer does not make a
 //!    mirror dead; refused or silent ones cost seconds once and are skipped for every image), then a pool of `--jobs`
 //!    workers, each image retried as `retry.rs` says (classifying podman's errors with
-//!    `classify.rs`), with a timeout per attempt (`--timeout`, 300 s) and a deadline for all of
+//!    `podman/registry_errors.rs`), with a timeout per attempt (`--timeout`, 300 s) and a deadline for all of
 //!    it (`--deadline`); shown live (`display.rs`) and reported (`report.rs`, `--json`).
 //! 5. Ctrl-C (SIGINT/SIGTERM): running pulls get SIGTERM (SIGKILL after 5 s); podman stores an
 //!    image only when its pull completes, so nothing half-pulled is tagged.
@@ -22,7 +22,6 @@
 //! The decisions are pure functions with unit tests beside them; `xtask/tests/pull_e2e.rs` runs
 //! the real binary against a real registry behind a fault-injecting proxy.
 
-pub mod classify;
 pub mod discover;
 pub mod display;
 mod options;

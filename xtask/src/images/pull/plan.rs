@@ -50,16 +50,16 @@ pub fn mirror_list(cli: &[String], stack_file: &[String]) -> Result<Vec<Registry
 }
 
 /// Where a relay for `source` would fetch from, with the registry name podman pulls it as: a
-/// mirror that answers (`http://` plain, `https://` over TLS), or a registry on this host
-/// (plain HTTP first; the relay switches to TLS when it speaks TLS). Other registries are
-/// pulled directly (relay/mod.rs says why).
+/// mirror that answers (`http://` plain, `https://` over TLS), or the registry itself (on this
+/// host plain HTTP first; elsewhere TLS). A dead mirror gets none.
 pub fn relay_upstream(source: &Source, dead: &HashMap<String, String>) -> Option<(String, Upstream)> {
     match source {
         Source::Mirror(m) if dead.contains_key(&m.url) => None,
         Source::Mirror(m) if m.insecure => Some((m.registry.clone(), Upstream::from_location(&m.location)?)),
         Source::Mirror(m) => Some((m.registry.clone(), Upstream::from_location_tls(&m.location)?)),
-        Source::Origin(r) if is_loopback_registry(r) => Some((r.clone(), Upstream::from_location(r)?)),
-        _ => None,
+        // Plain HTTP first on this host (the relay switches to TLS when it speaks TLS).
+        Source::Origin(r) if is_loopback_registry(r) => Some((r.clone(), Upstream::origin(r, false)?)),
+        Source::Origin(r) => Some((r.clone(), Upstream::origin(r, true)?)),
     }
 }
 
@@ -128,7 +128,7 @@ mod tests {
     }
 
     #[test]
-    fn mirrors_and_loopback_registries_go_through_the_relay() {
+    fn every_source_goes_through_the_relay_unless_its_mirror_is_dead() {
         let m = RegistryMirror::parse("http://127.0.0.1:5001/ns").unwrap();
         let (registry, up) = relay_upstream(&Source::Mirror(m.clone()), &HashMap::new()).unwrap();
         assert_eq!((registry.as_str(), up.port, up.namespace.as_str()), ("docker.io", 5001, "ns/"));
@@ -139,8 +139,13 @@ mod tests {
         assert!(up.tls && up.port == 8443, "{up:?}");
         assert_eq!(https.host_port(), "m.example:8443");
         assert_eq!(Source::Mirror(m.clone()).host_port(), "127.0.0.1:5001");
-        assert!(relay_upstream(&Source::Origin("127.0.0.1:5000".into()), &HashMap::new()).is_some());
-        assert!(relay_upstream(&Source::Origin("docker.io".into()), &HashMap::new()).is_none());
+        let (_, up) = relay_upstream(&Source::Origin("127.0.0.1:5000".into()), &HashMap::new()).unwrap();
+        assert!(up.origin && !up.tls, "a registry on this host: plain HTTP first, its /v2/ passed on");
+        let (registry, up) = relay_upstream(&Source::Origin("docker.io".into()), &HashMap::new()).unwrap();
+        assert_eq!(
+            (registry.as_str(), up.host.as_str(), up.tls, up.origin),
+            ("docker.io", "registry-1.docker.io", true, true)
+        );
     }
 
     #[test]

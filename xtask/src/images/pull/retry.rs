@@ -15,7 +15,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::classify::{classify, error_line, is_auth_error, Class};
 use super::display::RowState;
 use super::plan::{relay_upstream, Item, Source};
 use super::relay::curl::{self, trust_for};
@@ -25,13 +24,18 @@ use crate::net::http;
 use crate::oci::{manifest, ImageRef};
 use crate::podman::images::podman_reference;
 use crate::podman::registries_conf::is_loopback_registry;
+use crate::podman::registry_errors::{classify, error_line, is_auth_error, Class, Operation};
 use crate::podman::Podman;
 use crate::process::{Cmd, Runner};
 use crate::util::text::plural;
 use crate::util::time::now_unix;
 
-/// Waits between whole attempts: 1 s, 2 s, 4 s, ... capped at 30 s, the upper half jitter.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Waits between whole attempts: 2 s, 4 s, 8 s, ... capped at 30 s, the upper half jitter. With
+/// the default 4 attempts (docker/stack.toml `[pull]`) the three waits add up to 7-14 s, so a
+/// pull without the relay outlasts an outage of several seconds (1 s, 2 s with 3 attempts
+/// spent theirs in 1.5-3 s: issue 12); a permanent error (`podman/registry_errors.rs`) is not
+/// retried at all. Measured in docs/benchmarks.md, "pull".
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A stopped podman gets this long to clean up before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -239,7 +243,7 @@ pub fn pull_one(ctx: &Ctx, idx: usize, item: &Item, tx: &mpsc::Sender<Event>) ->
                 }
                 AttemptEnd::Failed(stderr) => {
                     last_error = format!("{}: {}", source.label(), error_line(&stderr));
-                    (classify(&stderr), stderr)
+                    (classify(&stderr, Operation::Pull), stderr)
                 }
             };
             // The relay cannot help this source: it does not speak plain HTTP, or it wants

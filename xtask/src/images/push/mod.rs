@@ -11,7 +11,7 @@
 //!   the credentials whole.
 //! - `podman push SOURCE docker://TARGET`: no local tag is added for a target.
 //! - Transient failures (5xx, 429, resets, timeouts) are retried with backoff like pull's
-//!   attempts; permanent ones (401, 403, untrusted certificates, unknown names) fail at once
+//!   attempts (one word list for both: `podman/registry_errors.rs`); permanent ones (401, 403, untrusted certificates, unknown names) fail at once
 //!   with podman's own last line.
 
 pub mod plan;
@@ -25,11 +25,12 @@ use anyhow::{bail, Context, Result};
 use crate::net::backoff::{exponential, Jitter};
 use crate::oci::ImageRef;
 use crate::podman::images::presence;
+use crate::podman::registry_errors::{classify, Class, Operation};
 use crate::podman::Podman;
 use crate::process::{last_line, Cmd, Runner};
 use crate::stack::Stack;
 use crate::util::workspace::Workspace;
-use plan::{Credentials, Failure, ImagePush, Revision};
+use plan::{Credentials, ImagePush, Revision};
 
 /// What to push, and how.
 #[derive(Clone, Debug, Default)]
@@ -239,33 +240,29 @@ fn login(
         "--password-stdin",
         host,
     ]);
-    let mut jitter = Jitter::seeded(7);
-    for attempt in 1..=attempts {
+    let result = with_retries(&format!("login to {host}"), attempts, 7, || {
         let out = runner.run_with_input(&cmd, creds.secret.as_bytes())?;
-        if out.status.success() {
+        Ok(if out.status.success() { Ok(()) } else { Err(last_line(&out.stderr)) })
+    })?;
+    match result {
+        Ok(()) => {
             if !runner.dry_run {
                 eprintln!("logged in to {host} as {}", creds.user);
             }
-            return Ok(());
+            Ok(())
         }
-        let why = last_line(&out.stderr);
-        if plan::classify(&why) == Failure::Permanent || attempt == attempts {
-            bail!(
-                "push: login to {host} as {} failed: {why} (check {}{})",
-                creds.user,
-                creds.source,
-                if why.contains("x509") || why.contains("certificate") {
-                    "; for a private CA give --cert-dir DIR with its ca.crt"
-                } else {
-                    ""
-                }
-            );
-        }
-        let wait = exponential(attempt, BACKOFF_BASE, BACKOFF_CAP, jitter.next());
-        eprintln!("login to {host}: {why}; attempt {} of {attempts} in {:.0} s", attempt + 1, wait.as_secs_f64());
-        std::thread::sleep(wait);
+        Err(failed) => bail!(
+            "push: login to {host} as {} failed: {} (check {}{})",
+            creds.user,
+            failed.why,
+            creds.source,
+            if failed.why.contains("x509") || failed.why.contains("certificate") {
+                "; for a private CA give --cert-dir DIR with its ca.crt"
+            } else {
+                ""
+            }
+        ),
     }
-    unreachable!("the loop returns")
 }
 
 /// Pushes `image` to `target`, retrying transient failures; returns the pushed digest.
@@ -289,50 +286,100 @@ fn push_one(
         runner.run(&cmd)?;
         return Ok(String::new());
     }
-    let mut jitter = Jitter::seeded(target.len() as u64);
-    for attempt in 1..=attempts {
+    let result = with_retries(target, attempts, target.len() as u64, || {
         let _ = std::fs::remove_file(&digest_file);
         let started = Instant::now();
         let running = runner.start(&cmd)?;
-        let why = loop {
+        loop {
             if let Some(out) = running.try_wait()? {
                 if out.status.success() {
-                    let digest = std::fs::read_to_string(&digest_file).unwrap_or_default().trim().to_string();
-                    return Ok(digest);
+                    return Ok(Ok(std::fs::read_to_string(&digest_file).unwrap_or_default().trim().to_string()));
                 }
-                break last_line(&out.stderr);
+                return Ok(Err(last_line(&out.stderr)));
             }
             if started.elapsed() > timeout {
                 running.terminate(Duration::from_secs(5));
-                break format!("timed out after {} s", timeout.as_secs());
+                return Ok(Err(format!("timed out after {} s", timeout.as_secs())));
             }
             std::thread::sleep(Duration::from_millis(100));
-        };
-        if plan::classify(&why) == Failure::Permanent || attempt == attempts {
-            let hint = if why.contains("unauthorized")
-                || why.contains("authentication required")
-                || why.contains("denied")
-            {
-                "; set REGISTRY_USER and REGISTRY_TOKEN (or GITHUB_ACTOR and GITHUB_TOKEN) to a login that may push there"
-            } else if why.contains("x509") || why.contains("certificate") {
-                "; for a private CA give --cert-dir DIR with its ca.crt"
-            } else if plan::classify(&why) == Failure::Transient {
-                "; the registry kept failing: try again later, or raise --attempts"
-            } else {
-                ""
-            };
-            bail!("push: {} to {target} failed after {attempt} attempt(s): {why}{hint}", image.service);
         }
-        let wait = exponential(attempt, BACKOFF_BASE, BACKOFF_CAP, jitter.next());
-        eprintln!("{target}: {why}; attempt {} of {attempts} in {:.0} s", attempt + 1, wait.as_secs_f64());
+    })?;
+    let failed = match result {
+        Ok(digest) => return Ok(digest),
+        Err(failed) => failed,
+    };
+    let why = &failed.why;
+    let hint = if why.contains("unauthorized") || why.contains("authentication required") || why.contains("denied") {
+        "; set REGISTRY_USER and REGISTRY_TOKEN (or GITHUB_ACTOR and GITHUB_TOKEN) to a login that may push there"
+    } else if why.contains("x509") || why.contains("certificate") {
+        "; for a private CA give --cert-dir DIR with its ca.crt"
+    } else if failed.class != Class::Permanent {
+        "; the registry kept failing: try again later, or raise --attempts"
+    } else {
+        ""
+    };
+    bail!("push: {} to {target} failed after {} attempt(s): {why}{hint}", image.service, failed.attempts);
+}
+
+/// How an operation failed for good: podman's reason, what it was taken for, after how many
+/// attempts.
+struct Failed {
+    why: String,
+    class: Class,
+    attempts: u32,
+}
+
+/// The one retry loop of login and push: `attempt` is run up to `attempts` times (its `Err` is
+/// podman's reason); a transient or rate-limited failure waits 2, 4, 8 s (jittered, capped at
+/// 30 s) and tries again, a permanent one or the last attempt ends it. `Err` of the outer
+/// result is the xtask's own failure (podman could not be started).
+fn with_retries<T>(
+    what: &str,
+    attempts: u32,
+    seed: u64,
+    mut attempt: impl FnMut() -> Result<Result<T, String>>,
+) -> Result<Result<T, Failed>> {
+    let mut jitter = Jitter::seeded(seed);
+    let mut n = 1;
+    loop {
+        let why = match attempt()? {
+            Ok(value) => return Ok(Ok(value)),
+            Err(why) => why,
+        };
+        let class = classify(&why, Operation::Push);
+        if class == Class::Permanent || n >= attempts {
+            return Ok(Err(Failed { why, class, attempts: n }));
+        }
+        let wait = exponential(n, BACKOFF_BASE, BACKOFF_CAP, jitter.next());
+        eprintln!("{what}: {why}; attempt {} of {attempts} in {:.0} s", n + 1, wait.as_secs_f64());
         std::thread::sleep(wait);
+        n += 1;
     }
-    unreachable!("the loop returns")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_stop_at_a_permanent_answer_or_the_last_attempt() {
+        let mut calls = 0;
+        let r: Result<Result<(), Failed>> = with_retries("t", 4, 1, || {
+            calls += 1;
+            Ok(Err("Error: authenticating creds: unauthorized".to_string()))
+        });
+        let failed = r.unwrap().unwrap_err();
+        assert_eq!((calls, failed.attempts, failed.class), (1, 1, Class::Permanent), "a 401 is not asked again");
+        let mut calls = 0;
+        let r: Result<Result<(), Failed>> = with_retries("t", 1, 1, || {
+            calls += 1;
+            Ok(Err("received unexpected HTTP status: 503 Service Unavailable".to_string()))
+        });
+        let failed = r.unwrap().unwrap_err();
+        assert_eq!((calls, failed.attempts, failed.class), (1, 1, Class::Transient), "attempts bound the loop");
+        let r: Result<Result<u32, Failed>> = with_retries("t", 3, 1, || Ok(Ok(5)));
+        assert_eq!(r.unwrap().ok(), Some(5));
+    }
 
     #[test]
     fn services_are_selected_by_name_and_unknown_ones_refused() {

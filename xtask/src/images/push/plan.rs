@@ -168,57 +168,6 @@ pub fn credentials(env: &BTreeMap<String, String>) -> Result<Option<Credentials>
     }
 }
 
-/// How a failed `podman push` or `podman login` should be treated, from its stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// Worth another attempt: the registry or the network had a bad moment.
-    Transient,
-    /// Another attempt gives the same answer: credentials, trust, names.
-    Permanent,
-}
-
-/// Permanent answers are checked first: a 401 mentioned beside a reset is still a 401.
-pub fn classify(stderr: &str) -> Failure {
-    let s = stderr.to_ascii_lowercase();
-    const PERMANENT: &[&str] = &[
-        "unauthorized",
-        "authentication required",
-        "denied",
-        "forbidden",
-        "x509:",
-        "certificate",
-        "name unknown",
-        "name invalid",
-        "manifest invalid",
-        "no such image",
-        "image not known",
-        "invalid reference",
-    ];
-    const TRANSIENT: &[&str] = &[
-        "502",
-        "503",
-        "504",
-        "429",
-        "500 internal server error",
-        "too many requests",
-        "connection reset",
-        "connection refused",
-        "broken pipe",
-        "timeout",
-        "timed out",
-        "eof",
-        "temporary failure",
-        "tls handshake",
-    ];
-    if PERMANENT.iter().any(|p| s.contains(p)) {
-        Failure::Permanent
-    } else if TRANSIENT.iter().any(|p| s.contains(p)) {
-        Failure::Transient
-    } else {
-        Failure::Permanent
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,18 +254,5 @@ mod tests {
         let e = credentials(&env(&[("REGISTRY_USER", "u")])).unwrap_err();
         assert!(e.starts_with("REGISTRY_USER is set but REGISTRY_TOKEN is not"), "{e}");
         assert!(credentials(&env(&[("GITHUB_TOKEN", "t")])).unwrap_err().contains("GITHUB_ACTOR"));
-    }
-
-    #[test]
-    fn failures_are_permanent_unless_the_registry_had_a_bad_moment() {
-        assert_eq!(
-            classify("Error: writing blob: received unexpected HTTP status: 503 Service Unavailable"),
-            Failure::Transient
-        );
-        assert_eq!(classify("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"), Failure::Transient);
-        assert_eq!(classify("Error: authenticating creds: unauthorized: authentication required"), Failure::Permanent);
-        assert_eq!(classify("x509: certificate signed by unknown authority"), Failure::Permanent);
-        assert_eq!(classify("unauthorized; then a connection reset"), Failure::Permanent, "permanent wins");
-        assert_eq!(classify("something nobody anticipated"), Failure::Permanent, "unknown: do not loop");
     }
 }

@@ -1,11 +1,11 @@
 //! The pull relay: a registry on loopback that stands between `podman pull` and a registry
-//! mirror (`http://` or `https://`) or a registry on this host (plain HTTP or TLS) for the
-//! length of one `cargo xtask pull`.
+//! mirror (`http://` or `https://`) or a registry itself (over TLS; on this host plain HTTP or
+//! TLS) for the length of one `cargo xtask pull`.
 //!
 //! Why it exists:
 //! - podman asks a registry four things one after the other (`/v2/`, the manifest, the config,
 //!   the layers). With 200 ms of latency that is 0.8 s of waiting per image before anything is
-//!   stored. The relay answers `/v2/` itself, asks for the manifest as soon as `pull` says which
+//!   stored. The relay answers a mirror's `/v2/` itself (a registry's once), asks for the manifest as soon as `pull` says which
 //!   image comes next ([`Relay::expect`], while podman is still starting), and as soon as it has
 //!   the manifest fetches the config and the layers in parallel: two round trips instead of
 //!   four, and the first one overlaps podman's start.
@@ -25,9 +25,12 @@
 //!   `HTTPS_PROXY` unless `NO_PROXY` says otherwise, and never skips verification: an upstream
 //!   whose certificate does not verify is left to podman ([`Relay::pull_directly`]). podman
 //!   talks plain HTTP to the relay on loopback, and still checks every digest.
-//! - HTTPS registries that are not mirrors (docker.io, ghcr.io, ...) are pulled by podman
-//!   directly, with the retries of `pull` (`retry.rs`): the relay answers `/v2/` itself, so
-//!   podman would not see their token challenge there.
+//! - A registry itself (not a mirror: docker.io at registry-1.docker.io, ghcr.io, one on this
+//!   host) gets its `/v2/` asked and passed on, once per run, so podman sees the token
+//!   challenge and fetches its token from the registry's token service directly; the token
+//!   then comes with each request and is passed on like any `Authorization`. A redirect (Docker
+//!   Hub and GHCR send blobs to a CDN) goes back to podman, which follows it itself: those
+//!   blobs get podman's own retries, not the relay's.
 //! - Layers are fetched ahead only for images that are not here at all ([`Relay::expect`]): when
 //!   an image is refreshed, podman already has most of its layers and fetching them would waste
 //!   the bandwidth the relay is meant to save. The config is always fetched ahead (it is small).
@@ -188,6 +191,7 @@ fn serve(s: &Arc<Shared>, conn: TcpStream) -> std::io::Result<()> {
     let authorization =
         request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.clone());
     let answer = match route(&request.path) {
+        Route::Ping if s.up.upstream.origin => fetch_ping(s, authorization.as_deref()),
         Route::Ping => Arc::new(Answer {
             status: 200,
             reason: "OK".into(),
@@ -210,6 +214,13 @@ fn serve(s: &Arc<Shared>, conn: TcpStream) -> std::io::Result<()> {
 /// the manifest request that named them. Keys stay in memory; they are never printed.
 fn key(kind: &str, id: &str, auth: Option<&str>) -> String {
     format!("{kind} {id}\n{}", auth.unwrap_or(""))
+}
+
+/// A registry's own `/v2/` answer (see [`Upstream::origin`]): its token challenge reaches podman.
+fn fetch_ping(s: &Arc<Shared>, auth: Option<&str>) -> Arc<Answer> {
+    let headers: Vec<(String, String)> =
+        auth.into_iter().map(|a| ("Authorization".to_string(), a.to_string())).collect();
+    once(s, &key("ping", "/v2/", auth), || fetch(&s.up, "", "/v2/", "/v2/", &headers, None))
 }
 
 fn fetch_manifest(

@@ -21,6 +21,11 @@ pub struct Upstream {
     /// Speaks TLS (an `https://` mirror). A plain-HTTP upstream that turns out to speak TLS
     /// is switched over by the relay (upstream.rs).
     pub tls: bool,
+    /// The registry itself, not a mirror: its `/v2/` answer is passed on to podman (asked
+    /// once, kept), because a registry that hands out tokens (docker.io, ghcr.io) names the
+    /// token service in that answer's `WWW-Authenticate`, and podman asks for a token only
+    /// after seeing it. A mirror's `/v2/` is answered by the relay itself.
+    pub origin: bool,
 }
 
 impl Upstream {
@@ -35,13 +40,20 @@ impl Upstream {
         Upstream::parse(location, true)
     }
 
+    /// A registry itself (see [`Upstream::origin`]), at its API host: `registry-1.docker.io`
+    /// for `docker.io`, as podman reaches it.
+    pub fn origin(registry: &str, tls: bool) -> Option<Upstream> {
+        let api = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+        Some(Upstream { origin: true, ..Upstream::parse(api, tls)? })
+    }
+
     fn parse(location: &str, tls: bool) -> Option<Upstream> {
         let (authority, ns) = match location.split_once('/') {
             Some((a, n)) => (a, format!("{}/", n.trim_matches('/'))),
             None => (location, String::new()),
         };
         let (host, port) = split_authority(authority, if tls { 443 } else { 80 }).ok()?;
-        Some(Upstream { host, port, namespace: if ns == "/" { String::new() } else { ns }, tls })
+        Some(Upstream { host, port, namespace: if ns == "/" { String::new() } else { ns }, tls, origin: false })
     }
 
     /// `https://host:port<path>`, for curl.
@@ -126,6 +138,12 @@ mod tests {
         assert_eq!(u.https_url("/v2/hub/a/blobs/x"), "https://mirror.example:443/v2/hub/a/blobs/x");
         assert!(!Upstream::from_location("m:5000").unwrap().tls);
         assert!(Upstream::from_location("host:port").is_none());
+        let hub = Upstream::origin("docker.io", true).unwrap();
+        assert_eq!((hub.host.as_str(), hub.port, hub.tls, hub.origin), ("registry-1.docker.io", 443, true, true));
+        assert_eq!(hub.path("library/nats", "manifests", "2.10-alpine"), "/v2/library/nats/manifests/2.10-alpine");
+        let ghcr = Upstream::origin("ghcr.io", true).unwrap();
+        assert_eq!((ghcr.host.as_str(), ghcr.namespace.as_str()), ("ghcr.io", ""));
+        assert!(!Upstream::from_location_tls("mirror.example").unwrap().origin, "a mirror answers /v2/ itself");
     }
 
     #[test]

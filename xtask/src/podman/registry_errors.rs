@@ -1,33 +1,51 @@
-//! What a failed `podman pull` means: podman 4.3's stderr classified as permanent (unknown
-//! tag or repository, denied, unauthorized, TLS and configuration problems: move on to the next
-//! source, or fail at once on the origin), rate-limited (HTTP 429: wait for Retry-After) or
-//! transient (network trouble, HTTP 5xx, anything unrecognised: retrying costs little). The
+//! What a failed `podman pull`, `push` or `login` means, read from podman 4.3's stderr: permanent
+//! (unknown tag or repository, denied, unauthorized, TLS and configuration problems: the same
+//! answer again, so move on to the next source or fail at once), rate-limited (HTTP 429: wait
+//! for Retry-After or back off) or transient (network trouble, HTTP 5xx: retry). One word list
+//! for both directions; only what an unrecognised error means differs ([`Operation`]). The
 //! texts are podman's own, observed against docker-registry 2.8 behind the fault proxy.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
     /// Will not change by retrying: unknown image or tag, denied, bad configuration.
     Permanent,
-    /// HTTP 429: wait for the registry's Retry-After.
+    /// HTTP 429: wait for the registry's Retry-After (or back off).
     RateLimited,
-    /// Network trouble or HTTP 5xx; also anything unrecognised (retrying costs little).
+    /// Network trouble or HTTP 5xx.
     Transient,
 }
 
-/// podman 4.3's stderr for a failed pull -> what to do. Texts observed against
-/// docker-registry 2.8 behind the fault proxy (see the tests below).
-pub fn classify(stderr: &str) -> Class {
+/// What failed, which decides what an error nobody recognised is taken for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Unrecognised is transient: a pull only reads, and another attempt costs little (and
+    /// fetches nothing twice: podman keeps the layers it already has).
+    Pull,
+    /// Unrecognised is permanent: a push or login that failed for a reason we cannot name is
+    /// more likely our setup than a bad moment of the registry, and each attempt re-sends layers.
+    Push,
+}
+
+/// podman's stderr for a failed operation -> what to do.
+pub fn classify(stderr: &str, op: Operation) -> Class {
     let e = stderr.to_ascii_lowercase();
+    const RATE: &[&str] = &["toomanyrequests", "too many requests", "status: 429", "registry 429"];
     const PERMANENT: &[&str] = &[
         "manifest unknown",
         "name unknown",
+        "name invalid",
+        "manifest invalid",
         "repository name not known",
         "not found: manifest",
         ": denied",
+        "denied:",
         "requested access to the resource is denied",
+        "forbidden",
         "unauthorized",
         "authentication required",
-        "invalid reference format",
+        "invalid reference",
+        "no such image",
+        "image not known",
         "no such host",
         "x509:",
         "certificate",
@@ -39,15 +57,40 @@ pub fn classify(stderr: &str) -> Class {
         "invalid status code from registry 401",
         "status: 404",
         "blocked",
+        // A proxy that refuses our credentials (HTTPS_PROXY's user or password) says the same
+        // every time: Go's "proxyconnect tcp: ... 407 Proxy Authentication Required".
+        "proxy authentication required",
     ];
-    const RATE: &[&str] = &["toomanyrequests", "too many requests", "status: 429", "registry 429"];
+    const TRANSIENT: &[&str] = &[
+        "status: 5",
+        "registry 5",
+        "502",
+        "503",
+        "504",
+        "500 internal server error",
+        "connection reset",
+        "connection refused",
+        "broken pipe",
+        "timeout",
+        "timed out",
+        "eof",
+        "temporary failure",
+        "tls handshake",
+    ];
     if RATE.iter().any(|n| e.contains(n)) {
         return Class::RateLimited;
     }
+    // Before the transient words: a 401 mentioned beside a reset is still a 401.
     if PERMANENT.iter().any(|n| e.contains(n)) {
         return Class::Permanent;
     }
-    Class::Transient
+    if TRANSIENT.iter().any(|n| e.contains(n)) {
+        return Class::Transient;
+    }
+    match op {
+        Operation::Pull => Class::Transient,
+        Operation::Push => Class::Permanent,
+    }
 }
 
 /// The line that says what went wrong: podman's last `Error: ...`, else the last line.
@@ -97,13 +140,13 @@ mod tests {
     #[test]
     fn podman_errors_are_classified() {
         for e in [E_503_MANIFEST, E_503_BLOB, E_502_BLOB, E_500, E_RESET, E_CUT, E_REFUSED, E_TIMEOUT] {
-            assert_eq!(classify(e), Class::Transient, "{e}");
+            assert_eq!(classify(e, Operation::Pull), Class::Transient, "{e}");
         }
         for e in [E_TAG, E_DENIED, E_UNAUTH, E_HUB_DENIED, E_DNS] {
-            assert_eq!(classify(e), Class::Permanent, "{e}");
+            assert_eq!(classify(e, Operation::Pull), Class::Permanent, "{e}");
         }
-        assert_eq!(classify(E_429), Class::RateLimited);
-        assert_eq!(classify("something new"), Class::Transient);
+        assert_eq!(classify(E_429, Operation::Pull), Class::RateLimited);
+        assert_eq!(classify("something new", Operation::Pull), Class::Transient);
     }
 
     #[test]
@@ -118,5 +161,31 @@ mod tests {
         assert!(error_line(E_TAG).ends_with("manifest unknown: manifest unknown"));
         assert_eq!(error_line("plain failure\n\n"), "plain failure");
         assert_eq!(error_line(""), "no error output");
+    }
+
+    #[test]
+    fn push_failures_are_permanent_unless_the_registry_had_a_bad_moment() {
+        let push = |e: &str| classify(e, Operation::Push);
+        assert_eq!(
+            push("Error: writing blob: received unexpected HTTP status: 503 Service Unavailable"),
+            Class::Transient
+        );
+        assert_eq!(push("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"), Class::Transient);
+        assert_eq!(push("Error: authenticating creds: unauthorized: authentication required"), Class::Permanent);
+        assert_eq!(push("x509: certificate signed by unknown authority"), Class::Permanent);
+        assert_eq!(push("unauthorized; then a connection reset"), Class::Permanent, "permanent wins");
+        assert_eq!(push("Error: trying to reuse blob: toomanyrequests"), Class::RateLimited);
+        assert_eq!(push("something nobody anticipated"), Class::Permanent, "unrecognised: do not loop");
+        let proxy =
+            "Error: pinging container registry 0.0.0.0:5000: Get \"https://0.0.0.0:5000/v2/\": proxyconnect tcp: \
+                     407 Proxy Authentication Required";
+        assert_eq!(classify(proxy, Operation::Pull), Class::Permanent, "a refused proxy login is not asked again");
+    }
+
+    #[test]
+    fn only_unrecognised_errors_depend_on_the_operation() {
+        for e in [E_503_MANIFEST, E_RESET, E_REFUSED, E_TIMEOUT, E_TAG, E_UNAUTH, E_DNS, E_429] {
+            assert_eq!(classify(e, Operation::Pull), classify(e, Operation::Push), "{e}");
+        }
     }
 }
