@@ -18,7 +18,7 @@
 # The checkout is never changed: the tree is copied (git's tracked and untracked files) to
 # $BENCH_DIR/tree and its own xtask is built there (the xtask finds its checkout at compile
 # time). Everything it makes is named v7testa* and removed at the end.
-# Usage: OLD=1 ROUNDS=2 NOOP=5 xtask/bench/build.sh
+# Usage: OLD=1 PROFILE=1 ROUNDS=2 NOOP=5 xtask/bench/build.sh
 #   COLD=0 skips the cold figures (part 1): the images are then built once, untimed, and with
 #   REUSE=1 on the cargo target dirs a previous run left in $BENCH_DIR (parts 2 and 3 only).
 set -euo pipefail
@@ -103,6 +103,18 @@ if [ "${COLD:-1}" = 1 ]; then
 l=$(load); t=$(now)
 (cd "$tree" && CARGO_TARGET_DIR="$B/host-target" cargo build -q --release --locked -p backend -p analytics-engine)
 host_cold=$(since "$t"); report "host cold cargo build --release -p backend -p analytics-engine" "$host_cold" "$l"
+size() { stat -c %s "$1" | awk '{ printf "%.1f MB", $1 / 1e6 }'; }
+echo "  binaries (thin LTO, 4 codegen units): backend $(size "$B/host-target/release/backend"), analytics-engine $(size "$B/host-target/release/analytics-engine")" | tee -a "$B/figures"
+# PROFILE=1: the same cold build with cargo's release defaults (no LTO, 16 codegen units), for
+# docs/registry-free.md "Release profile for the images".
+if [ "${PROFILE:-0}" = 1 ]; then
+  l=$(load); t=$(now)
+  (cd "$tree" && CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_TARGET_DIR="$B/host-target-defaults" \
+    cargo build -q --release --locked -p backend -p analytics-engine)
+  report "host cold, cargo's release defaults (lto off, 16 codegen units)" "$(since "$t")" "$l"
+  echo "  binaries (defaults): backend $(size "$B/host-target-defaults/release/backend"), analytics-engine $(size "$B/host-target-defaults/release/analytics-engine")" | tee -a "$B/figures"
+  rm -rf "$B/host-target-defaults"
+fi
 
 l=$(load); t=$(now)
 stamped "$B/cold-new.log" new build --registry-free

@@ -438,7 +438,9 @@ fn mirror_dry_run_shows_each_rewrite_as_a_diff_and_builds_nothing() {
     assert_eq!(lines[at + 2], "@@ -1,3 +1,5 @@", "{out}");
     assert_eq!(lines[at + 5], "+# cargo xtask build --mirror: apt mirror", "{out}");
     assert!(lines[at + 6].starts_with("+RUN for f in /etc/apt/sources.list"), "{out}");
-    assert!(lines[at + 6].contains("#http://host.containers.internal:3142/deb.debian.org/debian#g"), "{out}");
+    // The archive and the security archive both move to the mirror (images/dockerfile/rewrite.rs).
+    assert!(lines[at + 6].contains(r"#http://host.containers.internal:3142/deb.debian.org/debian\1#g"), "{out}");
+    assert!(lines[at + 6].contains("#http://host.containers.internal:3142/deb.debian.org/debian-security#g"), "{out}");
     assert_eq!(lines[at + 7], " RUN apt-get update && apt-get install -y curl", "{out}");
     assert!(out.contains(" podman build ") && out.contains(" podman tag "), "then the commands: {out}");
     assert!(!image_exists(&f.image("debian")), "a dry run builds nothing");

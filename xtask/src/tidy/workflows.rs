@@ -226,6 +226,6 @@ mod tests {
             assert_eq!(check(&name, &text), Vec::<String>::new());
             seen += 1;
         }
-        assert!(seen >= 2, "ci.yml and images.yml");
+        assert!(seen >= 3, "ci.yml, images.yml and release.yml");
     }
 }

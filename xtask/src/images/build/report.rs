@@ -110,7 +110,6 @@ pub fn markdown_summary(outcomes: &[Outcome], interrupted: Option<&str>) -> Stri
 
 /// Appends [`markdown_summary`] to `$GITHUB_STEP_SUMMARY` in GitHub Actions; `run.rs` calls it
 /// once the builds ended, `--json` or not.
-#[allow(dead_code)] // until images/build/run.rs calls it (its owner wires it in)
 pub fn append_step_summary(outcomes: &[Outcome], interrupted: Option<&str>) {
     github::append_summary(&markdown_summary(outcomes, interrupted));
 }

@@ -130,6 +130,7 @@ pub fn run_builds(
     } else {
         eprint!("\n{}", report::summary_table(&outcomes));
     }
+    report::append_step_summary(&outcomes, ran.interrupted);
     let bad: Vec<&Outcome> =
         outcomes.iter().filter(|o| !matches!(o.result, BuildResult::Built | BuildResult::Skipped)).collect();
     if let Some(sig) = ran.interrupted {

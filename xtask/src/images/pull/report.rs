@@ -112,9 +112,26 @@ pub fn to_json(
     out
 }
 
+const SUMMARY_HEADER: [&str; 7] = ["IMAGE", "STATUS", "SIZE", "ATTEMPTS", "REQUESTS RETRIED", "SECONDS", "SOURCE"];
+
 /// The table after a pull.
 pub fn summary_table(reports: &[Report]) -> String {
-    let rows: Vec<Vec<String>> = reports
+    table(&SUMMARY_HEADER, &summary_rows(reports))
+}
+
+/// The same table in Markdown, for GitHub's job summary.
+pub fn markdown_summary(reports: &[Report], ok: bool, elapsed: f64) -> String {
+    let here = reports.iter().filter(|r| r.is_here()).count();
+    let head = if ok { "ready" } else { "NOT all here" };
+    format!(
+        "### pull: {here} of {} images {head}, {elapsed:.1} s\n\n{}",
+        reports.len(),
+        crate::util::github::markdown_table(&SUMMARY_HEADER, &summary_rows(reports))
+    )
+}
+
+fn summary_rows(reports: &[Report]) -> Vec<Vec<String>> {
+    reports
         .iter()
         .map(|r| {
             let oc = r.outcome.clone().unwrap_or_default();
@@ -128,8 +145,7 @@ pub fn summary_table(reports: &[Report]) -> String {
                 oc.source.unwrap_or_else(|| "-".into()),
             ]
         })
-        .collect();
-    table(&["IMAGE", "STATUS", "SIZE", "ATTEMPTS", "REQUESTS RETRIED", "SECONDS", "SOURCE"], &rows)
+        .collect()
 }
 
 /// The table of `--status`.
@@ -196,6 +212,9 @@ mod tests {
         ];
         let mirrors =
             vec![(RegistryMirror::parse("http://127.0.0.1:5001").unwrap(), Some("connection refused".into()))];
+        let md = markdown_summary(&reports, false, 2.0);
+        assert!(md.starts_with("### pull: 1 of 2 images NOT all here, 2.0 s\n\n| IMAGE | STATUS |"), "{md}");
+        assert!(md.contains("| docker.io/library/alpine:3.19 | failed | - | 3 | 2 | 1.5 | - |"), "{md}");
         let text = to_json(&reports, &mirrors, false, false, 2.0, Some(5000));
         assert!(text.ends_with("}\n") && text.lines().count() == 1, "{text}");
         let doc = json::parse(&text).unwrap();

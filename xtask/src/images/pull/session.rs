@@ -299,6 +299,7 @@ fn finish(
     let ok = !interrupted && reports.iter().all(Report::is_here);
     let elapsed = setup.started.elapsed().as_secs_f64();
     let summary = report::summary_table(&reports);
+    crate::util::github::append_summary(&report::markdown_summary(&reports, ok, elapsed));
     if json {
         eprint!("{summary}");
         print!("{}", report::to_json(&reports, mirrors, ok, interrupted, elapsed, report::peak_rss_kib()));
