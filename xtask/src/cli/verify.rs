@@ -20,7 +20,7 @@ use anyhow::{bail, Result};
 
 use crate::deploy::health::wait_container_healthy;
 use crate::deploy::subject::{Starter, Subject};
-use crate::deploy::verify::verify;
+use crate::deploy::verify::{take_passed, verify};
 use crate::export::compose;
 use crate::export::kube::objects::PODMAN_PROJECT_LABEL;
 use crate::export::kube::pod::{podman_claim, podman_container};
@@ -97,24 +97,27 @@ impl flags::Verify {
             }
         }
         let result = verify(ws, &runner, &podman, &stack, &subject);
-        github::append_summary(&summary_markdown(&stack.project.name, starter_name(starter), &result));
+        github::append_summary(&summary_markdown(&stack.project.name, starter_name(starter), &take_passed(), &result));
         result
     }
 }
 
-/// verify's outcome for GitHub's job summary; the failed checks are the error's lines (each
-/// check that passed was printed as `ok`).
-fn summary_markdown(project: &str, starter: &str, result: &Result<()>) -> String {
-    match result {
-        Ok(()) => format!("### verify: every check passed\n\nstack `{project}`, containers named by {starter}\n"),
+/// verify's outcome for GitHub's job summary: one row per check that passed (in order), then
+/// the failure, one row per line of the error (verify stops at the first failing end-to-end
+/// check, so what did not run is not listed).
+fn summary_markdown(project: &str, starter: &str, passed: &[String], result: &Result<()>) -> String {
+    let mut rows: Vec<Vec<String>> = passed.iter().map(|p| vec!["ok".to_string(), p.clone()]).collect();
+    let head = match result {
+        Ok(()) => "every check passed",
         Err(e) => {
-            let rows: Vec<Vec<String>> = format!("{e:#}").lines().map(|l| vec![l.trim().to_string()]).collect();
-            format!(
-                "### verify: FAILED\n\nstack `{project}`, containers named by {starter}\n\n{}",
-                github::markdown_table(&["failed check"], &rows)
-            )
+            rows.extend(format!("{e:#}").lines().map(|l| vec!["FAILED".to_string(), l.trim().to_string()]));
+            "FAILED"
         }
-    }
+    };
+    format!(
+        "### verify: {head}\n\nstack `{project}`, containers named by {starter}\n\n{}",
+        github::markdown_table(&["result", "check"], &rows)
+    )
 }
 
 /// The containers and volumes `starter` names for `stack` (already renamed for compose).
@@ -189,15 +192,18 @@ mod tests {
 
     #[test]
     fn the_job_summary_says_which_checks_failed() {
+        let passed = vec!["web serves the dashboard (http://127.0.0.1:5173/)".to_string()];
         assert_eq!(
-            summary_markdown("v7", "cargo xtask deploy", &Ok(())),
-            "### verify: every check passed\n\nstack `v7`, containers named by cargo xtask deploy\n"
+            summary_markdown("v7", "cargo xtask deploy", &passed, &Ok(())),
+            "### verify: every check passed\n\nstack `v7`, containers named by cargo xtask deploy\n\n\
+             | result | check |\n|---|---|\n| ok | web serves the dashboard (http://127.0.0.1:5173/) |\n"
         );
         let failed = Err(anyhow::anyhow!("web is healthy: http://127.0.0.1:3000/healthz answered 502 Bad Gateway: x"));
         assert_eq!(
-            summary_markdown("v7", "podman-compose", &failed),
-            "### verify: FAILED\n\nstack `v7`, containers named by podman-compose\n\n| failed check |\n|---|\n\
-             | web is healthy: http://127.0.0.1:3000/healthz answered 502 Bad Gateway: x |\n"
+            summary_markdown("v7", "podman-compose", &passed, &failed),
+            "### verify: FAILED\n\nstack `v7`, containers named by podman-compose\n\n| result | check |\n|---|---|\n\
+             | ok | web serves the dashboard (http://127.0.0.1:5173/) |\n\
+             | FAILED | web is healthy: http://127.0.0.1:3000/healthz answered 502 Bad Gateway: x |\n"
         );
     }
 

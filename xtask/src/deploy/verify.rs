@@ -26,6 +26,25 @@ use crate::stack::Stack;
 use crate::util::json::{self, JsonValue, Read};
 use crate::util::workspace::Workspace;
 
+/// The checks that passed in this process, in order: printed as `ok    ...` when they pass and
+/// listed in GitHub's job summary (`cli/verify.rs`) beside the failed ones. A process verifies
+/// one stack, so one list serves it.
+static PASSED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Prints a passed check and records it for [`take_passed`].
+macro_rules! passed {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("ok    {line}");
+        PASSED.lock().unwrap().push(line);
+    }};
+}
+
+/// The checks that passed so far (and forgets them).
+pub fn take_passed() -> Vec<String> {
+    std::mem::take(&mut *PASSED.lock().unwrap())
+}
+
 /// The host address of a service's container port, from the stack file.
 fn host_url(stack: &Stack, service: &str, container_port: u16) -> Result<String> {
     let svc = stack.services.get(service).with_context(|| format!("the stack file has no service {service}"))?;
@@ -68,7 +87,7 @@ pub fn verify(ws: &Workspace, runner: &Runner, podman: &Podman, stack: &Stack, s
     let mut failures = Vec::new();
     for (what, url) in &checks {
         match http::get(url, t) {
-            Ok(r) if r.status == 200 => println!("ok    {what} ({url})"),
+            Ok(r) if r.status == 200 => passed!("{what} ({url})"),
             Ok(r) => failures.push(format!("{what}: {url} answered {} {}: {}", r.status, r.reason, r.text())),
             Err(e) => failures.push(format!("{what}: {url}: {e:#}")),
         }
@@ -101,17 +120,17 @@ fn event_round_trip(web: &str, t: Duration) -> Result<()> {
     if r.status != 202 {
         bail!("POST {web}/api/events answered {} {}: expected 202", r.status, r.text());
     }
-    println!("ok    event accepted through web -> backend ({})", r.text());
+    passed!("event accepted through web -> backend ({})", r.text());
     let bad = http::request("POST", &format!("{web}/api/events"), Some(("application/json", b"{\"kind\":\"\"}")), t)?;
     if bad.status != 400 {
         bail!("an invalid event was answered {} instead of 400", bad.status);
     }
-    println!("ok    an invalid event is refused with 400 ({})", bad.text());
+    passed!("an invalid event is refused with 400 ({})", bad.text());
     let start = Instant::now();
     loop {
         let now = count_of(web, &kind)?;
         if now == before + 1 {
-            println!("ok    the event was stored in ClickHouse and counted by analytics-engine (count {now})");
+            passed!("the event was stored in ClickHouse and counted by analytics-engine (count {now})");
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(30) {
@@ -180,7 +199,7 @@ fn grpc_ingestion(runner: &Runner, podman: &Podman, stack: &Stack, subject: &Sub
         String::from_utf8_lossy(&out.stdout).trim()
     );
     wait_count(web, &kind, before + 1)?;
-    println!("ok    the gRPC event was stored and counted");
+    passed!("the gRPC event was stored and counted");
     Ok(())
 }
 
@@ -213,7 +232,7 @@ fn engine_restart(runner: &Runner, podman: &Podman, stack: &Stack, subject: &Sub
     if counted != before + N {
         bail!("{N} events posted while analytics-engine was stopped are counted {} times", counted - before);
     }
-    println!("ok    {N} events accepted while analytics-engine was stopped were all counted once it was back");
+    passed!("{N} events accepted while analytics-engine was stopped were all counted once it was back");
     Ok(())
 }
 
@@ -233,7 +252,7 @@ fn kept_across_deploys(subject: &Subject, web: &str) -> Result<()> {
         );
     }
     if left > 0 {
-        println!("ok    the {left} marker event(s) stored by earlier runs are still counted ({now})");
+        passed!("the {left} marker event(s) stored by earlier runs are still counted ({now})");
     }
     if now == 0 {
         let r = post_event(web, kind, 1.0)?;
@@ -317,7 +336,7 @@ fn volumes_mounted_and_writable(runner: &Runner, podman: &Podman, stack: &Stack,
     if !failures.is_empty() {
         bail!("volumes:\n  {}", failures.join("\n  "));
     }
-    println!("ok    {checked} named volumes are mounted where the manifest says and writable by their non-root user");
+    passed!("{checked} named volumes are mounted where the manifest says and writable by their non-root user");
     Ok(())
 }
 
@@ -334,7 +353,7 @@ fn logs_readable(runner: &Runner, podman: &Podman, subject: &Subject) -> Result<
         // `cargo xtask logs` names deploy's containers; the same `podman logs` reads these.
         Starter::Compose | Starter::KubePlay => "`podman logs CONTAINER`, as `cargo xtask logs` reads deploy's",
     };
-    println!("ok    the logs of {} services can be read ({how})", subject.containers.len());
+    passed!("the logs of {} services can be read ({how})", subject.containers.len());
     Ok(())
 }
 
@@ -380,7 +399,7 @@ fn prometheus_scrapes(prometheus: &str, t: Duration) -> Result<()> {
         pending.retain(|job| {
             let up = job_is_up(&targets, job);
             if up {
-                println!("ok    Prometheus scrapes {job}");
+                passed!("Prometheus scrapes {job}");
             }
             !up
         });
