@@ -189,7 +189,7 @@ fn fixture_results(p: &Podman, image: &str) -> String {
 fn builds_go_through_the_mirrors_only_with_mirror() {
     let t0 = Instant::now();
     let dir = TempDir::new("b-mirror");
-    let podman = Podman::new(dir.path());
+    // Removing images needs no containers.conf; running the fixture does (below).
     let _cleanup = Cleanup(Podman::new(dir.path()));
     let (apt, npm, pip, cargo) =
         (mirrors::apt_cacher_ng(), mirrors::verdaccio(), mirrors::proxpi(), mirrors::cargo_mirror());
@@ -218,6 +218,8 @@ fn builds_go_through_the_mirrors_only_with_mirror() {
     assert!(ok, "registry-free nats without --mirror:\n{out}");
     let (ok, out) = xtask(&fx_stack, &["build", "--force", "fixture"]);
     assert!(ok, "fixture without --mirror:\n{out}");
+    // podman as the xtask runs it here (runtime, ulimits), from the conf it just wrote.
+    let podman = Podman::of_state_dir(&state_dir(), dir.path());
     let image = format!("localhost/{PROJECT}/fixture:1");
     let direct = fixture_results(&podman, &image);
     // On these machines pip, npm and cargo cannot verify HTTPS from a build, so those steps

@@ -12,7 +12,6 @@
 //! install is made anew), with a clear panic when the registry cannot be reached. Every mirror
 //! listens on all addresses: builds reach it at `host.containers.internal`, the host at 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -214,7 +213,8 @@ pub fn cargo_mirror() -> Mirror {
     let dir = TempDir::new("b-mirror-cargo");
     let log = dir.path().join("requests.log");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cargo_mirror.py");
-    let mut child = Command::new("python3")
+    let mut cmd = Command::new("python3");
+    let cmd = cmd
         .arg(script)
         .arg("--cache")
         .arg(dir.path().join("cache"))
@@ -223,11 +223,7 @@ pub fn cargo_mirror() -> Mirror {
         .env("SSL_CERT_FILE", host_ca())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("PORT ").expect("cargo_mirror.py prints its port").parse().unwrap();
-    Mirror { name: "cargo mirror", port, log, dir, _proc: Proc(child) }
+        .stderr(Stdio::null());
+    let (proc, port) = Proc::start_printing_port(cmd, "the cargo mirror (cargo_mirror.py)");
+    Mirror { name: "cargo mirror", port, log, dir, _proc: proc }
 }

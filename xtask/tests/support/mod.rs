@@ -64,6 +64,21 @@ pub fn wait_for_port(port: u16, within: Duration) {
 /// A process ended by PID on drop.
 pub struct Proc(pub Child);
 
+impl Proc {
+    /// Starts one of the test's helper servers (faultproxy.py, tokenserver.py, cargo_mirror.py),
+    /// which listen on a free port and print `PORT <n>` as their first line once they do.
+    /// stdout must be piped by `cmd`.
+    pub fn start_printing_port(cmd: &mut Command, what: &str) -> (Proc, u16) {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout piped")).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok());
+        let port = port.unwrap_or_else(|| panic!("{what} did not print its port: {line:?}"));
+        (Proc(child), port)
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();

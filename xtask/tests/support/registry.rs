@@ -5,7 +5,7 @@
 //! JSON; [`Setup`] puts them together for one test, over plain HTTP or TLS ([`Transport`]).
 //! Everything is named `v7test-pull-...` and removed on drop.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,7 +102,8 @@ pub struct TokenServer {
 impl TokenServer {
     pub fn start(ca: &Arc<TestCa>) -> TokenServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tokenserver.py");
-        let mut child = Command::new("python3")
+        let mut cmd = Command::new("python3");
+        let cmd = cmd
             .arg(script)
             .arg("--key")
             .arg(ca.key())
@@ -110,13 +111,9 @@ impl TokenServer {
             .arg(ca.cert())
             .args(["--issuer", "v7test-token-issuer"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("the token service prints its port").parse().unwrap();
-        TokenServer { port, ca: Arc::clone(ca), _proc: Proc(child) }
+            .stderr(Stdio::null());
+        let (proc, port) = Proc::start_printing_port(cmd, "the token service (tokenserver.py)");
+        TokenServer { port, ca: Arc::clone(ca), _proc: proc }
     }
 
     /// The registry's `auth` section for this token service, as `service`.
@@ -155,11 +152,9 @@ impl Proxy {
         if let Some(ca) = tls {
             cmd.arg("--tls-cert").arg(ca.cert()).arg("--tls-key").arg(ca.key()).arg("--upstream-ca").arg(ca.ca());
         }
-        let mut child = cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("proxy prints its port").parse().unwrap();
-        Proxy { port, _proc: Proc(child) }
+        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::null());
+        let (proc, port) = Proc::start_printing_port(&mut cmd, "the fault proxy (faultproxy.py)");
+        Proxy { port, _proc: proc }
     }
 
     pub fn addr(&self) -> String {

@@ -224,10 +224,17 @@ pub struct Podman {
 }
 
 impl Podman {
+    /// With the checkout's state directory (`.v7/`), which some xtask run must have used.
     pub fn new(private_dir: &Path) -> Podman {
+        Podman::of_state_dir(&root().join(".v7"), private_dir)
+    }
+
+    /// With the containers.conf an xtask run with `V7_STATE_DIR=state` wrote (call it after
+    /// one): a test with a state directory of its own does not depend on what ran before it.
+    pub fn of_state_dir(state: &Path, private_dir: &Path) -> Podman {
         // The xtask names its containers.conf by content (`containers-<hash>.conf`): the newest
         // is the one its last run wrote for this host.
-        let newest = std::fs::read_dir(root().join(".v7/podman"))
+        let newest = std::fs::read_dir(state.join("podman"))
             .into_iter()
             .flatten()
             .flatten()
